@@ -1,0 +1,59 @@
+"""Methods every gateway answers: ``sys.ping`` and ``rpc.discover``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+
+import rtgateway
+from rtgateway.openrpc import discover_document
+from rtgateway.router import Router
+
+SERVER_TIME_RESULT = {
+    "type": "object",
+    "properties": {"server_time_ms": {"type": "integer"}},
+    "required": ["server_time_ms"],
+}
+
+
+class SystemComponent(Service):
+    """Liveness and self-description of the gateway."""
+
+    name = "system"
+
+    def __init__(self, router: Router, clock: IReactorTime) -> None:
+        self._router = router
+        self._clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        self._router.register(
+            "sys.ping",
+            self.ping,
+            result=SERVER_TIME_RESULT,
+            summary="Round trip to the gateway; returns its clock.",
+        )
+        self._router.register(
+            "rpc.discover",
+            self.discover,
+            result={"type": "object", "required": ["openrpc", "methods"]},
+            summary="This gateway's methods as an OpenRPC document.",
+        )
+
+    def stopService(self) -> None:
+        self._router.unregister("sys.ping")
+        self._router.unregister("rpc.discover")
+        super().stopService()
+
+    def ping(self, caller: Any, params: dict[str, Any]) -> dict[str, int]:
+        return {"server_time_ms": int(self._clock.seconds() * 1000)}
+
+    def discover(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
+        return discover_document(
+            self._router,
+            title="rtgateway",
+            version=rtgateway.__version__,
+            extensions={"x-protocol": 1},
+        )

@@ -1,0 +1,44 @@
+"""A bound on what a connection may have waiting in its send buffer.
+
+Twisted transports buffer writes without limit. Registered as the
+transport's streaming producer, :class:`SendBufferGuard` learns when the
+transport's own buffer is full (``pauseProducing``) and when it has drained
+(``resumeProducing``), and counts what is written in between: once that
+passes the configured bound the client is not reading fast enough, and the
+connection is closed 4008 instead of growing the server's memory.
+"""
+
+from __future__ import annotations
+
+from zope.interface import implementer
+
+from twisted.internet.interfaces import IPushProducer
+
+
+@implementer(IPushProducer)
+class SendBufferGuard:
+    """Counts bytes written while the transport's buffer is full."""
+
+    __slots__ = ("_limit", "_paused", "pending")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._paused = False
+        self.pending = 0
+
+    def admits(self, size: int) -> bool:
+        """Account for ``size`` more bytes; False once over the bound."""
+        if not self._paused:
+            return True
+        self.pending += size
+        return self.pending <= self._limit
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self.pending = 0
+
+    def stopProducing(self) -> None:
+        self._paused = True

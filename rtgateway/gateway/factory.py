@@ -1,0 +1,182 @@
+"""The WebSocket factory: safe Autobahn options, connection caps, drain.
+
+Autobahn's server defaults suit a trusted peer, not the internet: messages
+and frames of any size, no pings, ``failByDrop`` (the peer would see 1006
+instead of the close code the protocol promises). Every option is set here
+from the configuration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter
+from typing import Any
+
+import orjson
+from autobahn.twisted.websocket import WebSocketServerFactory
+from autobahn.websocket.compress import (
+    PerMessageDeflateOffer,
+    PerMessageDeflateOfferAccept,
+)
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from rtgateway.dispatch import Dispatcher
+from rtgateway.wire import closecodes
+from rtgateway.gateway.protocol import GatewayProtocol
+from rtgateway.metrics import GatewayMetrics
+
+
+class GatewayFactory(WebSocketServerFactory):
+    """Builds :class:`GatewayProtocol` and keeps the books on connections."""
+
+    protocol = GatewayProtocol
+    log = Logger()
+    noisy = False
+
+    def __init__(
+        self,
+        *,
+        config: Any,
+        dispatcher: Dispatcher,
+        sessions: Any,
+        metrics: GatewayMetrics,
+        clock: IReactorTime,
+        reactor: Any,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(server="rtgateway", reactor=reactor)
+        self.config = config
+        self.dispatcher = dispatcher
+        self.sessions = sessions
+        self.metrics = metrics
+        self.clock = clock
+        self.connections: set[GatewayProtocol] = set()
+        self._per_host: Counter[str] = Counter()
+        self._reserved = 0
+        self._ids = itertools.count(1)
+        self._rng = rng or random.Random()
+        self._drained: list[Deferred] = []
+        self.draining = False
+        limits = config.limits
+        self.setProtocolOptions(
+            maxFramePayloadSize=limits.max_message_bytes,
+            maxMessagePayloadSize=limits.max_message_bytes,
+            autoPingInterval=0,
+            failByDrop=False,
+            openHandshakeTimeout=limits.handshake_timeout_s,
+            closeHandshakeTimeout=limits.close_timeout_s,
+            tcpNoDelay=True,
+            webStatus=False,
+            perMessageCompressionAccept=self._accept_compression,
+        )
+
+    # -- admission -----------------------------------------------------------
+
+    def refusal(self, host: str) -> int | None:
+        """The HTTP status refusing one more connection from ``host``, if any."""
+        limits = self.config.limits
+        if self.draining or self._reserved >= limits.max_connections:
+            return 503
+        if self._per_host[host] >= limits.max_connections_per_ip:
+            return 429
+        return None
+
+    def reserve(self, protocol: GatewayProtocol, host: str) -> None:
+        """Count a connection against the caps until it is lost."""
+        self._reserved += 1
+        self._per_host[host] += 1
+        protocol.peer_host = host
+        protocol.connection_id = f"c{next(self._ids)}"
+        protocol._reserved = True
+
+    def _release(self, protocol: GatewayProtocol) -> None:
+        if not protocol._reserved:
+            return
+        protocol._reserved = False
+        self._reserved -= 1
+        host = protocol.peer_host
+        self._per_host[host] -= 1
+        if self._per_host[host] <= 0:
+            del self._per_host[host]
+
+    def _accept_compression(self, offers: list[Any]) -> Any:
+        if not self.config.gateway.permessage_deflate:
+            return None
+        for offer in offers:
+            if isinstance(offer, PerMessageDeflateOffer):
+                return PerMessageDeflateOfferAccept(
+                    offer, max_message_size=self.config.limits.max_message_bytes
+                )
+        return None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def connection_opened(self, protocol: GatewayProtocol) -> None:
+        self.connections.add(protocol)
+        self.metrics.connections.inc()
+        self.metrics.connections_opened.inc()
+        self.log.info(
+            "connection {connection_id} opened: player {player_id} from {peer_host}",
+            connection_id=protocol.connection_id,
+            player_id=protocol.principal.player_id,
+            peer_host=protocol.peer_host,
+        )
+
+    def connection_lost(self, protocol: GatewayProtocol) -> None:
+        self._release(protocol)
+        if protocol not in self.connections:
+            return
+        self.connections.discard(protocol)
+        code = protocol.close_code()
+        self.metrics.connections.dec()
+        self.metrics.connections_closed.labels(str(code)).inc()
+        self.log.info(
+            "connection {connection_id} closed with {code}: player {player_id}",
+            connection_id=protocol.connection_id,
+            code=code,
+            player_id=protocol.principal.player_id,
+        )
+        if protocol.session_id is not None:
+            self.sessions.detach(protocol, code)
+        if not self.connections:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    @property
+    def reserved(self) -> int:
+        """Connections counted against the caps (handshaking or open)."""
+        return self._reserved
+
+    def drain(self, timeout: float) -> Deferred:
+        """Close every connection 1001 and fire once all are gone.
+
+        Each client is told to reconnect after its own random delay, so a
+        deploy does not bring every player back in the same instant. What is
+        still open after ``timeout`` seconds is dropped.
+        """
+        self.draining = True
+        jitter = self.config.shutdown.reconnect_jitter_ms
+        for protocol in list(self.connections):
+            after_ms = self._rng.randint(0, jitter)
+            reason = orjson.dumps({"reconnect": True, "after_ms": after_ms}).decode()
+            protocol.close(closecodes.GOING_AWAY, reason)
+        if not self.connections:
+            return succeed(None)
+        done: Deferred = Deferred()
+        self._drained.append(done)
+        timer = self.clock.callLater(timeout, self._abort_all)
+
+        def stop_timer(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return done.addBoth(stop_timer)
+
+    def _abort_all(self) -> None:
+        for protocol in list(self.connections):
+            protocol.dropConnection(abort=True)

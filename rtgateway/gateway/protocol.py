@@ -1,0 +1,227 @@
+"""One client's WebSocket connection: frames in, calls out, frames back.
+
+The connection was authenticated and its codec chosen before the upgrade
+(:mod:`rtgateway.gateway.upgrade`); here it turns frames into router calls
+through the :class:`rtgateway.dispatch.Dispatcher`, enforces the
+per-connection limits (rate, frame type, send buffer, heartbeat, idle) and
+closes with the protocol's close codes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.util import encode_truncate
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from rtgateway.wire import closecodes
+from rtgateway.gateway.backpressure import SendBufferGuard
+from rtgateway.gateway.heartbeat import Heartbeat
+from rtgateway.interfaces import IConnection
+from rtgateway.ratelimit import AbuseDetector, TokenBucket
+from rtgateway.wire.errors import InternalError, RateLimited, RTGatewayError
+from rtgateway.wire.jsonrpc import decode_incoming, error_response, notification
+
+if TYPE_CHECKING:
+    from rtgateway.auth import Principal
+    from rtgateway.gateway.factory import GatewayFactory
+    from rtgateway.wire.codecs import Codec
+
+_OPEN = WebSocketProtocol.STATE_OPEN
+
+
+@implementer(IConnection)
+class GatewayProtocol(WebSocketServerProtocol):
+    """Server side of one client connection."""
+
+    log = Logger()
+    factory: GatewayFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Set by the upgrade resource before the handshake is replayed.
+        self.principal: Principal | None = None
+        self.codec: Codec | None = None
+        self.peer_host = ""
+        self.connection_id = ""
+        self.session_id: str | None = None
+        self._reserved = False
+        self._attached = False
+        self._waiting: list[tuple[bytes, bool]] | None = []
+        self._heartbeat: Heartbeat | None = None
+        self._guard: SendBufferGuard | None = None
+        self._bucket: TokenBucket | None = None
+        self._abuse: AbuseDetector | None = None
+
+    # -- opening ---------------------------------------------------------
+
+    def onConnect(self, request: Any) -> str | None:
+        """Confirm the subprotocol the upgrade resource already chose."""
+        return self.codec.SUBPROTOCOL if request.protocols else None
+
+    def onOpen(self) -> None:
+        factory = self.factory
+        limits = factory.config.limits
+        clock = factory.clock
+        self._bucket = TokenBucket(clock, limits.rate_per_second, limits.rate_burst)
+        self._abuse = AbuseDetector(clock, limits.abuse_rejections, limits.abuse_window_s)
+        self._guard = SendBufferGuard(limits.send_buffer_bytes)
+        self.transport.registerProducer(self._guard, True)
+        heartbeat = factory.config.heartbeat
+        self._heartbeat = Heartbeat(
+            clock,
+            interval=heartbeat.interval_s,
+            timeout=heartbeat.timeout_s,
+            idle_timeout=heartbeat.idle_timeout_s,
+            send_ping=self.sendPing,
+            on_dead=self._heartbeat_lost,
+            on_idle=self._idle,
+        )
+        self._heartbeat.start()
+        factory.connection_opened(self)
+        maybeDeferred(factory.sessions.attach, self).addCallbacks(
+            self._welcome, self._attach_failed
+        )
+
+    def _welcome(self, params: dict[str, Any]) -> None:
+        if self.state != _OPEN:
+            return
+        self.session_id = params["session_id"]
+        self._attached = True
+        self.send_notification("session.welcome", params)
+        waiting, self._waiting = self._waiting, None
+        for payload, is_binary in waiting:
+            self.onMessage(payload, is_binary)
+
+    def _attach_failed(self, failure: Any) -> None:
+        self.log.failure(
+            "could not attach a session to connection {connection_id}",
+            failure=failure,
+            connection_id=self.connection_id,
+        )
+        self.close(closecodes.GOING_AWAY, "session unavailable")
+
+    # -- inbound -----------------------------------------------------------
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.state != _OPEN:
+            return
+        if isBinary != self.codec.BINARY:
+            kind = "binary" if isBinary else "text"
+            self.close(closecodes.UNSUPPORTED_DATA, f"{kind} frames are not {self.codec.NAME}")
+            return
+        if not self._attached:
+            self._hold(payload, isBinary)
+            return
+        factory = self.factory
+        factory.metrics.bytes_in.inc(len(payload))
+        self._heartbeat.activity()
+        try:
+            incoming = decode_incoming(
+                self.codec, payload, max_batch=factory.config.limits.max_batch
+            )
+        except RTGatewayError as error:
+            self.send_document(factory.dispatcher.error_document(error))
+            return
+        answer = factory.dispatcher.answer(self, incoming, self._admit)
+        if isinstance(answer, Deferred):
+            answer.addCallback(self.send_document).addErrback(self._send_failed)
+        elif answer is not None:
+            self.send_document(answer)
+
+    def _hold(self, payload: bytes, is_binary: bool) -> None:
+        """Keep what arrives before the welcome, within the burst allowance."""
+        if len(self._waiting) >= self.factory.config.limits.rate_burst:
+            self.close(closecodes.SLOW_CONSUMER, "too many messages before welcome")
+            return
+        self._waiting.append((payload, is_binary))
+
+    def _admit(self) -> RTGatewayError | None:
+        if self._bucket.take():
+            return None
+        self.factory.metrics.rate_limited.inc()
+        if self._abuse.rejected():
+            self.close(closecodes.SLOW_CONSUMER, "sustained rate limit abuse")
+        return RateLimited(self._bucket.retry_after_ms())
+
+    def onPong(self, payload: bytes) -> None:
+        self._heartbeat.pong(payload)
+
+    # -- outbound ----------------------------------------------------------
+
+    def send_notification(self, method: str, params: Any) -> None:
+        """Send a JSON-RPC notification (see :class:`IConnection`)."""
+        if self.state == _OPEN:
+            self.send_document(notification(method, params))
+
+    def send_document(self, document: Any) -> None:
+        """Encode and send one JSON-RPC document (object or batch array)."""
+        if self.state != _OPEN:
+            return
+        try:
+            payload = self.codec.encode(document)
+        except (TypeError, ValueError):
+            self.log.failure("cannot encode a response for {connection_id}",
+                             connection_id=self.connection_id)
+            payload = self.codec.encode(error_response(None, InternalError()))
+        self.send_payload(payload)
+
+    def send_payload(self, payload: bytes) -> None:
+        """Send an already encoded message, within the send-buffer bound."""
+        if self.state != _OPEN:
+            return
+        if not self._guard.admits(len(payload)):
+            self.close(closecodes.SLOW_CONSUMER, "send buffer full")
+            return
+        self.factory.metrics.bytes_out.inc(len(payload))
+        self.sendMessage(payload, self.codec.BINARY)
+
+    def _send_failed(self, failure: Any) -> None:
+        self.log.failure(
+            "answering a message on {connection_id} failed",
+            failure=failure,
+            connection_id=self.connection_id,
+        )
+
+    # -- closing -----------------------------------------------------------
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake with any protocol close code.
+
+        Autobahn's ``sendClose`` only allows 1000 and 3000-4999; the
+        protocol also needs 1001, 1003 and 1009, so this writes the close
+        frame directly.
+        """
+        if self.state == _OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123))
+        elif self.state == WebSocketProtocol.STATE_CONNECTING:
+            self.dropConnection(abort=True)
+
+    def _heartbeat_lost(self) -> None:
+        self.log.info(
+            "connection {connection_id} missed its heartbeat",
+            connection_id=self.connection_id,
+        )
+        self.dropConnection(abort=True)
+
+    def _idle(self) -> None:
+        self.close(closecodes.IDLE_TIMEOUT, "idle timeout")
+
+    def close_code(self) -> int:
+        """The close code this connection ended with (1006 when dropped)."""
+        if self.closedByMe and self.localCloseCode is not None:
+            return self.localCloseCode
+        if self.remoteCloseCode is not None and self.wasClean:
+            return self.remoteCloseCode
+        return closecodes.ABNORMAL
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        self._waiting = None
+        self.factory.connection_lost(self)

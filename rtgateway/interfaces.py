@@ -1,0 +1,43 @@
+"""Interfaces between the layers, so that none imports the one above it.
+
+The gateway implements :class:`IConnection`; components reach connections
+only through it. The sessions component implements
+:class:`ISessionManager`; the gateway reaches sessions only through it.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IConnection(Interface):
+    """One client's live WebSocket connection, as the layers above see it."""
+
+    connection_id = Attribute("A process-unique string naming this connection.")
+    principal = Attribute("The authenticated :class:`rtgateway.auth.Principal`.")
+    peer_host = Attribute("The client's IP address, as a string.")
+    session_id = Attribute("The id of the attached session, or None before it.")
+
+    def send_notification(method, params):
+        """Queue a JSON-RPC notification to the client.
+
+        Never raises for a closed or slow connection: a connection over its
+        send buffer closes itself (4008) and drops what follows.
+        """
+
+    def close(code, reason):
+        """Start the closing handshake with a protocol close code and reason."""
+
+
+class ISessionManager(Interface):
+    """Owns sessions; the gateway tells it when connections come and go."""
+
+    def attach(connection):
+        """Create (or prepare) the session of a newly opened connection.
+
+        Returns a Deferred firing with the ``session.welcome`` params; the
+        gateway sends nothing else before that notification.
+        """
+
+    def detach(connection, close_code):
+        """The connection is gone (``close_code`` None when it just dropped)."""
