@@ -83,7 +83,9 @@ class Dispatcher:
         metrics.messages_in.inc()
         refusal = admit()
         if refusal is not None:
-            return None if entry.is_notification else self._error(entry.id, refusal, label)
+            return (
+                None if entry.is_notification else self._error(entry.id, refusal, label)
+            )
         started = self._clock.seconds()
         try:
             result = self._router.call(caller, entry)

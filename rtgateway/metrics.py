@@ -88,10 +88,17 @@ class GatewayMetrics:
             registry=r,
         )
         self.bytes_in = Counter(
-            "rtgateway_bytes_in", "WebSocket message payload bytes received.", registry=r
+            "rtgateway_bytes_in",
+            "WebSocket message payload bytes received.",
+            registry=r,
         )
         self.bytes_out = Counter(
             "rtgateway_bytes_out", "WebSocket message payload bytes sent.", registry=r
+        )
+        self.slow_consumers = Counter(
+            "rtgateway_slow_consumers",
+            "Connections closed 4008 for not reading what they were sent.",
+            registry=r,
         )
         self.rate_limited = Counter(
             "rtgateway_rate_limited",

@@ -23,7 +23,11 @@ from rtgateway.wire.jsonrpc import Request
 #: ``handler(caller, params)`` returns a value, a Deferred or a coroutine.
 Handler = Callable[[Any, Any], Any]
 
-EMPTY_OBJECT_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": False}
+EMPTY_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {},
+    "additionalProperties": False,
+}
 
 
 class RegistrationError(ValueError):
@@ -74,7 +78,9 @@ class Router:
         method = Method(
             name=name,
             handler=handler,
-            params=CompiledSchema(params if params is not None else EMPTY_OBJECT_SCHEMA),
+            params=CompiledSchema(
+                params if params is not None else EMPTY_OBJECT_SCHEMA
+            ),
             result=CompiledSchema(result if result is not None else {}),
             roles=frozenset(roles) if roles is not None else None,
             summary=summary,
@@ -106,7 +112,9 @@ class Router:
         if method is None:
             raise MethodNotFound()
         if method.roles is not None and method.roles.isdisjoint(caller.principal.roles):
-            raise Forbidden(f"{request.method} needs one of the roles {sorted(method.roles)}")
+            raise Forbidden(
+                f"{request.method} needs one of the roles {sorted(method.roles)}"
+            )
         params = request.params if request.params is not None else {}
         method.params.check(params)
         if method.is_async:

@@ -49,13 +49,34 @@ class CompiledSchema:
         """
         if self._validator.is_valid(instance):
             return
-        errors = []
+        errors: list[dict[str, str]] = []
         for error in self._validator.iter_errors(instance):
-            message = error.message
-            if len(message) > MAX_MESSAGE_CHARS:
-                message = message[: MAX_MESSAGE_CHARS - 3] + "..."
             path = [*prefix, *error.instance_path]
-            errors.append({"path": json_pointer(path), "message": message})
-            if len(errors) == MAX_REPORTED_ERRORS:
+            if isinstance(error.kind, _UNEXPECTED_PROPERTIES):
+                # Point at each unexpected member rather than at its parent.
+                errors.extend(
+                    {
+                        "path": json_pointer([*path, name]),
+                        "message": "unexpected property",
+                    }
+                    for name in error.kind.unexpected
+                )
+            else:
+                errors.append(
+                    {"path": json_pointer(path), "message": _short(error.message)}
+                )
+            if len(errors) >= MAX_REPORTED_ERRORS:
                 break
-        raise InvalidParams(errors)
+        raise InvalidParams(errors[:MAX_REPORTED_ERRORS])
+
+
+_UNEXPECTED_PROPERTIES = (
+    jsonschema_rs.ValidationErrorKind.AdditionalProperties,
+    jsonschema_rs.ValidationErrorKind.UnevaluatedProperties,
+)
+
+
+def _short(message: str) -> str:
+    if len(message) > MAX_MESSAGE_CHARS:
+        return message[: MAX_MESSAGE_CHARS - 3] + "..."
+    return message

@@ -40,7 +40,9 @@ from rtgateway.web.site import build_site
 class GatewayListener(StreamServerEndpointService):
     """Listens on the configured endpoint; on stop, drains the connections."""
 
-    def __init__(self, endpoint: Any, site: Any, factory: GatewayFactory, drain_s: float):
+    def __init__(
+        self, endpoint: Any, site: Any, factory: GatewayFactory, drain_s: float
+    ):
         super().__init__(endpoint, site)
         self._raiseSynchronously = True
         self._factory = factory
@@ -61,7 +63,9 @@ class Gateway(MultiService):
         self.metrics = GatewayMetrics()
         self.router = Router()
         self.dispatcher = Dispatcher(self.router, self.metrics, reactor)
-        self.sessions = SessionsComponent(router=self.router, config=config, clock=reactor)
+        self.sessions = SessionsComponent(
+            router=self.router, config=config, clock=reactor
+        )
         self.system = SystemComponent(self.router, reactor)
         self.factory = GatewayFactory(
             config=config,
@@ -73,7 +77,9 @@ class Gateway(MultiService):
         )
         authenticator = Authenticator(config.auth)
         endpoints = {
-            b"healthz": HealthResource(config.gateway.id, lambda: len(self.factory.connections)),
+            b"healthz": HealthResource(
+                config.gateway.id, lambda: len(self.factory.connections)
+            ),
             b"readyz": ReadyResource(self.readiness),
         }
         if config.metrics.enabled:
@@ -100,15 +106,18 @@ class Gateway(MultiService):
     def setServiceParent(self, parent: Any) -> None:
         """Under twistd, install the configured log observer on the application."""
         super().setServiceParent(parent)
-        observer = log_observer(self.config.logging)
-        if observer is not None and hasattr(parent, "setComponent"):
+        if hasattr(parent, "setComponent"):
+            observer = log_observer(self.config.logging)
             parent.setComponent(ILogObserver, observer)
 
 
 def log_observer(logging: Any) -> Any:
-    """The observer for ``[logging]``, or None for twistd's own default."""
-    if logging.format == "text" and logging.level == "info":
-        return None
+    """The observer for ``[logging]``: stdout, text or JSON, from its level up.
+
+    twistd's default observer would print every level, debug included.
+    """
     make = jsonFileLogObserver if logging.format == "json" else textFileLogObserver
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(logging.level))
+    predicate = LogLevelFilterPredicate(
+        defaultLogLevel=LogLevel.levelWithName(logging.level)
+    )
     return FilteringLogObserver(make(sys.stdout), [predicate])

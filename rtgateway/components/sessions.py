@@ -17,9 +17,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from rtgateway.wire import closecodes
 from rtgateway.interfaces import ISessionManager
 from rtgateway.router import Router
+from rtgateway.wire import closecodes
 
 PROTOCOL_VERSION = 1
 
@@ -90,12 +90,16 @@ class SessionsComponent(Service):
 
     def close_session(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
         self.sessions.pop(caller.session_id, None)
-        self.log.info("session {session_id} closed by its player", session_id=caller.session_id)
+        self.log.info(
+            "session {session_id} closed by its player", session_id=caller.session_id
+        )
         # The response is written when this handler returns; close after it.
         self._clock.callLater(0, caller.close, closecodes.NORMAL, "session closed")
         return {}
 
-    def _welcome(self, session: Session, resume_token: str, now_ms: int) -> dict[str, Any]:
+    def _welcome(
+        self, session: Session, resume_token: str, now_ms: int
+    ) -> dict[str, Any]:
         config = self._config
         limits = config.limits
         return {

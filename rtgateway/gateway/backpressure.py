@@ -10,9 +10,8 @@ connection is closed 4008 instead of growing the server's memory.
 
 from __future__ import annotations
 
-from zope.interface import implementer
-
 from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 
 @implementer(IPushProducer)

@@ -24,16 +24,18 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from rtgateway.dispatch import Dispatcher
-from rtgateway.wire import closecodes
 from rtgateway.gateway.protocol import GatewayProtocol
 from rtgateway.metrics import GatewayMetrics
+from rtgateway.wire import closecodes
 
 
 class GatewayFactory(WebSocketServerFactory):
     """Builds :class:`GatewayProtocol` and keeps the books on connections."""
 
     protocol = GatewayProtocol
-    log = Logger()
+    # Autobahn's own ``log`` (txaio, level-gated) must stay: it logs raw
+    # handshakes and frames at debug level, which must never reach output.
+    _log = Logger()
     noisy = False
 
     def __init__(
@@ -118,7 +120,7 @@ class GatewayFactory(WebSocketServerFactory):
         self.connections.add(protocol)
         self.metrics.connections.inc()
         self.metrics.connections_opened.inc()
-        self.log.info(
+        self._log.info(
             "connection {connection_id} opened: player {player_id} from {peer_host}",
             connection_id=protocol.connection_id,
             player_id=protocol.principal.player_id,
@@ -133,7 +135,7 @@ class GatewayFactory(WebSocketServerFactory):
         code = protocol.close_code()
         self.metrics.connections.dec()
         self.metrics.connections_closed.labels(str(code)).inc()
-        self.log.info(
+        self._log.info(
             "connection {connection_id} closed with {code}: player {player_id}",
             connection_id=protocol.connection_id,
             code=code,

@@ -72,7 +72,9 @@ class Heartbeat:
         self._ping_call = self._clock.callLater(self._interval, self._ping)
         self._last_activity = self._clock.seconds()
         if self._idle_timeout > 0:
-            self._idle_call = self._clock.callLater(self._idle_timeout, self._check_idle)
+            self._idle_call = self._clock.callLater(
+                self._idle_timeout, self._check_idle
+            )
 
     def stop(self) -> None:
         """Cancel every timer; safe to call more than once."""

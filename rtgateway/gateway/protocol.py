@@ -18,11 +18,11 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from rtgateway.wire import closecodes
 from rtgateway.gateway.backpressure import SendBufferGuard
 from rtgateway.gateway.heartbeat import Heartbeat
 from rtgateway.interfaces import IConnection
 from rtgateway.ratelimit import AbuseDetector, TokenBucket
+from rtgateway.wire import closecodes
 from rtgateway.wire.errors import InternalError, RateLimited, RTGatewayError
 from rtgateway.wire.jsonrpc import decode_incoming, error_response, notification
 
@@ -38,7 +38,9 @@ _OPEN = WebSocketProtocol.STATE_OPEN
 class GatewayProtocol(WebSocketServerProtocol):
     """Server side of one client connection."""
 
-    log = Logger()
+    # Autobahn's own ``log`` (txaio, level-gated) must stay: it logs raw
+    # handshakes and frames at debug level, which must never reach output.
+    _log = Logger()
     factory: GatewayFactory
 
     def __init__(self) -> None:
@@ -68,7 +70,9 @@ class GatewayProtocol(WebSocketServerProtocol):
         limits = factory.config.limits
         clock = factory.clock
         self._bucket = TokenBucket(clock, limits.rate_per_second, limits.rate_burst)
-        self._abuse = AbuseDetector(clock, limits.abuse_rejections, limits.abuse_window_s)
+        self._abuse = AbuseDetector(
+            clock, limits.abuse_rejections, limits.abuse_window_s
+        )
         self._guard = SendBufferGuard(limits.send_buffer_bytes)
         self.transport.registerProducer(self._guard, True)
         heartbeat = factory.config.heartbeat
@@ -98,7 +102,7 @@ class GatewayProtocol(WebSocketServerProtocol):
             self.onMessage(payload, is_binary)
 
     def _attach_failed(self, failure: Any) -> None:
-        self.log.failure(
+        self._log.failure(
             "could not attach a session to connection {connection_id}",
             failure=failure,
             connection_id=self.connection_id,
@@ -112,7 +116,9 @@ class GatewayProtocol(WebSocketServerProtocol):
             return
         if isBinary != self.codec.BINARY:
             kind = "binary" if isBinary else "text"
-            self.close(closecodes.UNSUPPORTED_DATA, f"{kind} frames are not {self.codec.NAME}")
+            self.close(
+                closecodes.UNSUPPORTED_DATA, f"{kind} frames are not {self.codec.NAME}"
+            )
             return
         if not self._attached:
             self._hold(payload, isBinary)
@@ -165,8 +171,10 @@ class GatewayProtocol(WebSocketServerProtocol):
         try:
             payload = self.codec.encode(document)
         except (TypeError, ValueError):
-            self.log.failure("cannot encode a response for {connection_id}",
-                             connection_id=self.connection_id)
+            self._log.failure(
+                "cannot encode a response for {connection_id}",
+                connection_id=self.connection_id,
+            )
             payload = self.codec.encode(error_response(None, InternalError()))
         self.send_payload(payload)
 
@@ -175,13 +183,14 @@ class GatewayProtocol(WebSocketServerProtocol):
         if self.state != _OPEN:
             return
         if not self._guard.admits(len(payload)):
+            self.factory.metrics.slow_consumers.inc()
             self.close(closecodes.SLOW_CONSUMER, "send buffer full")
             return
         self.factory.metrics.bytes_out.inc(len(payload))
         self.sendMessage(payload, self.codec.BINARY)
 
     def _send_failed(self, failure: Any) -> None:
-        self.log.failure(
+        self._log.failure(
             "answering a message on {connection_id} failed",
             failure=failure,
             connection_id=self.connection_id,
@@ -202,7 +211,7 @@ class GatewayProtocol(WebSocketServerProtocol):
             self.dropConnection(abort=True)
 
     def _heartbeat_lost(self) -> None:
-        self.log.info(
+        self._log.info(
             "connection {connection_id} missed its heartbeat",
             connection_id=self.connection_id,
         )

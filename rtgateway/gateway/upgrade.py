@@ -62,7 +62,9 @@ class UpgradeResource:
         host = request.getClientAddress().host
         status = self._factory.refusal(host)
         if status is not None:
-            reason = "too_many_connections_from_address" if status == 429 else "at_capacity"
+            reason = (
+                "too_many_connections_from_address" if status == 429 else "at_capacity"
+            )
             return _refuse(request, metrics, status, reason)
         if not self._origin_allowed(request.getHeader(b"origin")):
             return _refuse(request, metrics, 403, "origin_not_allowed")

@@ -54,6 +54,24 @@ class RecordingClient(WebSocketClientProtocol):
         self.close_reason: str | None = None
         self.closed = False
         self.answer_pings = True
+        self.raw = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.opened:
+            self.raw += data
+        super().dataReceived(data)
+
+    @property
+    def http_status(self) -> int | None:
+        """The HTTP status of the handshake response, once it arrived."""
+        if not self.raw.startswith(b"HTTP/1.1 "):
+            return None
+        return int(self.raw[9:12])
+
+    @property
+    def http_body(self) -> bytes:
+        """The body of a refused handshake."""
+        return self.raw.partition(b"\r\n\r\n")[2]
 
     def onOpen(self) -> None:
         self.opened = True
@@ -102,8 +120,8 @@ class MemoryGateway:
         headers: dict[str, str] | None = None,
         query: str = "",
         host: str = "127.0.0.1",
-    ) -> tuple[RecordingClient, IOPump]:
-        """Open a client connection and complete the handshake.
+    ) -> RecordingClient:
+        """Open a client connection; :meth:`flush` completes the handshake.
 
         ``token`` defaults to a fresh one for ``sub``, sent as a Bearer
         header; pass ``sub=None`` and no token for an anonymous attempt.
@@ -114,7 +132,9 @@ class MemoryGateway:
         if token is not None:
             headers.setdefault("Authorization", f"Bearer {token}")
         url = f"ws://127.0.0.1:8080{self.config.gateway.path}{query}"
-        factory = WebSocketClientFactory(url, protocols=protocols or [], headers=headers)
+        factory = WebSocketClientFactory(
+            url, protocols=protocols or [], headers=headers
+        )
         factory.protocol = RecordingClient
         factory.setProtocolOptions(failByDrop=False, autoPingInterval=0)
         client = factory.buildProtocol(None)
@@ -123,9 +143,11 @@ class MemoryGateway:
             server, isServer=True, peerAddress=IPv4Address("TCP", host, 40000)
         )
         client_transport = FakeTransport(client, isServer=False)
-        pump = connect(server, server_transport, client, client_transport, clock=self.clock)
+        pump = connect(
+            server, server_transport, client, client_transport, clock=self.clock
+        )
         self.pumps.append(pump)
-        return client, pump
+        return client
 
     def flush(self) -> None:
         """Move every pending byte between every client and the gateway."""

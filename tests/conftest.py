@@ -1,0 +1,30 @@
+"""Shared fixtures: a gateway with clients in memory, on a task.Clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from rtgateway.testing import MemoryGateway, make_config
+
+
+@pytest.fixture
+def memory_gateway():
+    """A started in-memory gateway with the test configuration."""
+    gateway = MemoryGateway(make_config())
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def make_memory_gateway():
+    """Builds in-memory gateways from config overrides; stops them afterwards."""
+    started: list[MemoryGateway] = []
+
+    def build(overrides=None, **kwargs):
+        gateway = MemoryGateway(make_config(overrides), **kwargs)
+        started.append(gateway)
+        return gateway
+
+    yield build
+    for gateway in started:
+        gateway.stop()
