@@ -89,6 +89,7 @@ class Gateway(MultiService):
             ws_resource=UpgradeResource(self.factory, authenticator),
             endpoints=endpoints,
             timeout=config.limits.handshake_timeout_s,
+            clock=reactor,
         )
         for child in (self.sessions, self.system):
             child.setServiceParent(self)

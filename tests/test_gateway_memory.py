@@ -453,3 +453,42 @@ def test_plain_get_on_the_websocket_path_is_426(memory_gateway):
     channel.makeConnection(transport)
     channel.dataReceived(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
     assert transport.value().startswith(b"HTTP/1.1 426")
+
+
+def test_silent_connection_is_dropped_at_the_handshake_timeout(make_memory_gateway):
+    """A connection that never completes its upgrade is dropped after the timeout."""
+    from twisted.internet.testing import StringTransport
+
+    gateway = make_memory_gateway({"limits": {"handshake_timeout_s": 3}})
+    channel = gateway.gateway.site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # headers never end
+    gateway.clock.advance(2.9)
+    assert not transport.disconnecting
+    gateway.clock.advance(0.2)
+    assert transport.disconnecting
+
+
+def test_connection_events_are_logged_without_the_token(memory_gateway):
+    """Open, close and auth failure each log one event with ids, never the token."""
+    from twisted.logger import capturedLogs
+
+    from rtgateway.testing import token_for
+
+    token = token_for(memory_gateway.config, "dave")
+    with capturedLogs() as events:
+        client = open_client(memory_gateway, None, token=token)
+        call(memory_gateway, client, "session.close", {})
+        memory_gateway.flush()
+        memory_gateway.connect(None, token=token + "x")
+        memory_gateway.flush()
+    texts = [repr(e) for e in events]
+    opened = [e for e in events if "opened" in e.get("log_format", "")]
+    closed = [e for e in events if "closed with" in e.get("log_format", "")]
+    failed = [e for e in events if "authentication failed" in e.get("log_format", "")]
+    assert len(opened) == len(closed) == len(failed) == 1
+    assert opened[0]["player_id"] == "dave" and opened[0]["connection_id"]
+    assert closed[0]["code"] == closecodes.NORMAL
+    assert failed[0]["reason"] == "bad_signature"
+    assert not any(token in text for text in texts)

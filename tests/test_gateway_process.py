@@ -69,7 +69,9 @@ def gateway(tmp_path_factory):
                 "rate_burst": 100000,
                 "abuse_rejections": 100000,
                 "send_buffer_bytes": 262144,
-                "close_timeout_s": 10.0,
+                # Long enough for a slow reader to drain what was buffered
+                # before the close frame; short enough to keep tests quick.
+                "close_timeout_s": 3.0,
             },
             "gateway": {"allowed_origins": ["https://play.example.com"]},
         },
@@ -157,7 +159,7 @@ def test_binary_frame_on_json_closes_1003(gateway):
 
 def test_oversized_message_closes_1009(gateway):
     """A message over max_message_bytes closes 1009 (not a dropped TCP connection)."""
-    with open_ws(gateway) as ws:
+    with open_ws(gateway, compression=None) as ws:
         receive(ws)
         ws.send(json.dumps({"jsonrpc": "2.0", "method": "x" * 5000}))
         assert closed_with(ws).code == 1009
@@ -345,3 +347,90 @@ def test_sigterm_drains_with_1001_and_reconnect_hint(fresh_gateway):
     assert "Traceback" not in gateway.log()
     assert time.monotonic() - started < 5 + 2
     stack.close()
+
+
+HOSTILE_JSON = [
+    "[" * 100_000 + "]" * 100_000,
+    "1" * 10_000,
+    '{"jsonrpc": "2.0", "method": "sys.ping", "params": {"x": NaN}, "id": 1}',
+    '{"jsonrpc": "2.0", "method": "sys.ping", "id": 1e400}',
+    '"\\ud800"',
+]
+HOSTILE_CBOR = [
+    bytes.fromhex("d81c81d81d00"),  # shared-reference cycle
+    bytes.fromhex("9bffffffffffffffff"),  # array declaring 2**64-1 items
+    bytes.fromhex("7bffffffffffffffff"),  # text declaring 2**64-1 bytes
+    bytes.fromhex("d9ffff00"),  # unknown tag
+    bytes.fromhex("c24aff") + b"\xff" * 9,  # bignum
+    bytes.fromhex("d8236161"),  # regular expression
+    cbor2.dumps({"jsonrpc": "2.0", "method": "sys.ping", "id": 1})
+    + b"\x00",  # trailing
+]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "frames"),
+    [("rtgw.v1.json", HOSTILE_JSON), ("rtgw.v1.cbor", HOSTILE_CBOR)],
+    ids=["json", "cbor"],
+)
+def test_hostile_frames_get_errors_and_spare_neighbours(gateway, protocol, frames):
+    """Hostile input gets -32700/-32600 or a close; a neighbour keeps working."""
+    codec = json.loads if protocol.endswith("json") else cbor2.loads
+    with open_ws(gateway, "neighbour") as neighbour:
+        receive(neighbour)
+        for frame in frames:
+            with open_ws(
+                gateway, "mallory", protocols=[protocol], compression=None
+            ) as ws:
+                receive(ws, codec)
+                ws.send(frame)
+                try:
+                    answer = receive(ws, codec)
+                except ConnectionClosed as closed:
+                    assert closed.rcvd is not None and closed.rcvd.code in (1009, 4000)
+                else:
+                    assert answer["error"]["code"] in (-32700, -32600), answer
+                    assert answer["id"] is None
+            neighbour.send(
+                json.dumps({"jsonrpc": "2.0", "method": "sys.ping", "id": 1})
+            )
+            assert "result" in receive(neighbour)
+    assert "Traceback" not in gateway.log()
+
+
+def test_tokens_never_reach_the_log(gateway):
+    """Neither a good nor a refused token appears in the gateway's log."""
+    good = token_for(TOKENS, "erin")
+    with connect(f"{gateway.url}?access_token={good}", open_timeout=10) as ws:
+        receive(ws)
+    bad = good[:-2] + "xx"
+    with pytest.raises(InvalidStatus):
+        open_ws(gateway, headers={"Authorization": f"Bearer {bad}"})
+    log = gateway.log()
+    assert "erin" in log
+    assert good not in log and bad not in log and good.split(".")[1] not in log
+
+
+def test_json_log_option(fresh_gateway):
+    """[logging] format = "json" writes one JSON object per event."""
+    gateway = fresh_gateway({"logging": {"format": "json"}})
+    with open_ws(gateway, "frank") as ws:
+        receive(ws)
+    gateway.stop()
+    events = [json.loads(line) for line in gateway.log().splitlines() if line.strip()]
+    opened = [
+        e for e in events if e.get("player_id") == "frank" and "connection_id" in e
+    ]
+    assert opened, events[-5:]
+
+
+def test_silent_tcp_connection_is_dropped_after_handshake_timeout(fresh_gateway):
+    """A TCP connection that never sends its upgrade is closed by the gateway."""
+    import socket
+
+    gateway = fresh_gateway({"limits": {"handshake_timeout_s": 0.5}})
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"GET /ws HTTP/1.1\r\n")
+        started = time.monotonic()
+        assert sock.recv(1024) == b""  # closed by the gateway
+        assert time.monotonic() - started < 5

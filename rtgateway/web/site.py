@@ -27,7 +27,12 @@ class GatewaySite(Site):
 
 
 def build_site(
-    *, ws_path: str, ws_resource: Any, endpoints: dict[bytes, Any], timeout: float
+    *,
+    ws_path: str,
+    ws_resource: Any,
+    endpoints: dict[bytes, Any],
+    timeout: float,
+    clock: Any,
 ) -> GatewaySite:
     """Mount ``ws_resource`` at ``ws_path`` and each endpoint at ``/<name>``.
 
@@ -49,7 +54,7 @@ def build_site(
         parent.putChild(segments[-1], ws_resource)
     else:
         root = _RootWebSocket(root, ws_resource)
-    return GatewaySite(root, timeout=timeout)
+    return GatewaySite(root, timeout=timeout, reactor=clock)
 
 
 class _RootWebSocket(Resource):
