@@ -77,7 +77,8 @@ class Dispatcher:
     def _answer_entry(self, caller: Any, entry: Request | InvalidEntry, admit: Admit):
         if isinstance(entry, InvalidEntry):
             self._metrics_for(UNKNOWN_METHOD).messages_in.inc()
-            return self._error(entry.id, entry.error, UNKNOWN_METHOD)
+            refusal = admit()
+            return self._error(entry.id, refusal or entry.error, UNKNOWN_METHOD)
         label = entry.method if self._router.lookup(entry.method) else UNKNOWN_METHOD
         metrics = self._metrics_for(label)
         metrics.messages_in.inc()

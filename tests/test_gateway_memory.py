@@ -492,3 +492,52 @@ def test_connection_events_are_logged_without_the_token(memory_gateway):
     assert closed[0]["code"] == closecodes.NORMAL
     assert failed[0]["reason"] == "bad_signature"
     assert not any(token in text for text in texts)
+
+
+def test_unencodable_result_keeps_its_id_and_its_batch(memory_gateway):
+    """A result that cannot be encoded becomes -32603 for that id alone."""
+    memory_gateway.gateway.router.register("test.set", lambda caller, params: {1, 2})
+    client = open_client(memory_gateway)
+    client.send(
+        [
+            {"jsonrpc": "2.0", "method": "test.set", "id": "bad"},
+            {"jsonrpc": "2.0", "method": "sys.ping", "id": "good"},
+        ]
+    )
+    memory_gateway.flush()
+    bad, good = client.received[-1]
+    assert bad == {
+        "jsonrpc": "2.0",
+        "error": {"code": -32603, "message": "Internal error"},
+        "id": "bad",
+    }
+    assert good["id"] == "good" and "result" in good
+
+
+def test_garbage_frames_are_rate_limited_too(make_memory_gateway):
+    """Unparseable frames spend tokens: past the burst they get no answer."""
+    gateway = make_memory_gateway({"limits": {"rate_per_second": 1, "rate_burst": 2}})
+    client = open_client(gateway)
+    before = len(client.received)
+    for _ in range(5):
+        client.sendMessage(b"not json", False)
+    gateway.flush()
+    assert len(client.received) - before == 2
+
+
+def test_malformed_websocket_handshake_is_400_with_a_json_reason(memory_gateway):
+    """A handshake without Sec-WebSocket-Key is refused 400 with a JSON body."""
+    from twisted.internet.testing import StringTransport
+
+    channel = memory_gateway.gateway.site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    response = transport.value()
+    assert response.startswith(b"HTTP/1.1 400 Bad Request")
+    assert orjson.loads(response.partition(b"\r\n\r\n")[2])["reason"] == (
+        "invalid_websocket_handshake"
+    )

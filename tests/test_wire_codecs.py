@@ -140,7 +140,7 @@ def test_cbor_encoding_is_cbor2s():
         ("fa3fc00000", 1.5),
         ("fb3ff8000000000000", 1.5),
         ("1bffffffffffffffff", 2**64 - 1),
-        ("3bffffffffffffffff", -(2**64)),
+        ("3b7fffffffffffffff", -(2**63)),
     ],
 )
 def test_cbor_decodes_what_other_encoders_write(data, value):

@@ -494,3 +494,9 @@ def test_hostile_frames_through_decode_incoming(codec):
     for data in frames:
         with pytest.raises((ParseError, InvalidRequest)):
             decode_incoming(codec, data, max_batch=10)
+
+
+def test_cbor_integers_beyond_64_bits_are_refused():
+    """CBOR may carry -2**64; JSON peers cannot, so it is a parse error."""
+    with pytest.raises(ParseError):
+        CBOR.decode(bytes.fromhex("3bffffffffffffffff"))

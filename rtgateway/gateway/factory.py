@@ -77,13 +77,15 @@ class GatewayFactory(WebSocketServerFactory):
 
     # -- admission -----------------------------------------------------------
 
-    def refusal(self, host: str) -> int | None:
-        """The HTTP status refusing one more connection from ``host``, if any."""
+    def refusal(self, host: str) -> tuple[int, str] | None:
+        """HTTP status and reason refusing one more connection from ``host``."""
         limits = self.config.limits
-        if self.draining or self._reserved >= limits.max_connections:
-            return 503
+        if self.draining:
+            return 503, "draining"
+        if self._reserved >= limits.max_connections:
+            return 503, "at_capacity"
         if self._per_host[host] >= limits.max_connections_per_ip:
-            return 429
+            return 429, "too_many_connections_from_address"
         return None
 
     def reserve(self, protocol: GatewayProtocol, host: str) -> None:

@@ -29,7 +29,8 @@ from rtgateway.wire.jsonrpc import decode_incoming, error_response, notification
 if TYPE_CHECKING:
     from rtgateway.auth import Principal
     from rtgateway.gateway.factory import GatewayFactory
-    from rtgateway.wire.codecs import Codec
+
+from rtgateway.wire.codecs import Codec
 
 _OPEN = WebSocketProtocol.STATE_OPEN
 
@@ -131,7 +132,9 @@ class GatewayProtocol(WebSocketServerProtocol):
                 self.codec, payload, max_batch=factory.config.limits.max_batch
             )
         except RTGatewayError as error:
-            self.send_document(factory.dispatcher.error_document(error))
+            # Garbage costs a token like anything else, or it would be free.
+            if self._admit() is None:
+                self.send_document(factory.dispatcher.error_document(error))
             return
         answer = factory.dispatcher.answer(self, incoming, self._admit)
         if isinstance(answer, Deferred):
@@ -172,10 +175,10 @@ class GatewayProtocol(WebSocketServerProtocol):
             payload = self.codec.encode(document)
         except (TypeError, ValueError):
             self._log.failure(
-                "cannot encode a response for {connection_id}",
+                "cannot encode a message for {connection_id}",
                 connection_id=self.connection_id,
             )
-            payload = self.codec.encode(error_response(None, InternalError()))
+            payload = self.codec.encode(_encodable(self.codec, document))
         self.send_payload(payload)
 
     def send_payload(self, payload: bytes) -> None:
@@ -234,3 +237,17 @@ class GatewayProtocol(WebSocketServerProtocol):
             self._heartbeat.stop()
         self._waiting = None
         self.factory.connection_lost(self)
+
+
+def _encodable(codec: Codec, document: Any) -> Any:
+    """``document`` with each response that cannot be encoded made -32603.
+
+    A batch keeps its other responses; each failed one keeps its id.
+    """
+    if isinstance(document, list):
+        return [_encodable(codec, entry) for entry in document]
+    try:
+        codec.encode(document)
+    except (TypeError, ValueError):
+        return error_response(document.get("id"), InternalError())
+    return document

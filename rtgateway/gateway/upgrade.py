@@ -54,18 +54,18 @@ class UpgradeResource:
     def render(self, request: Any) -> Any:
         metrics = self._factory.metrics
         if request.method != b"GET":
+            request.setHeader(b"allow", b"GET")
             return _refuse(request, metrics, 405, "method_not_allowed")
         upgrade = (request.getHeader(b"upgrade") or b"").lower()
         if b"websocket" not in upgrade:
             request.setHeader(b"upgrade", b"websocket")
             return _refuse(request, metrics, 426, "websocket_upgrade_required")
+        if not _is_valid_handshake(request):
+            return _refuse(request, metrics, 400, "invalid_websocket_handshake")
         host = request.getClientAddress().host
-        status = self._factory.refusal(host)
-        if status is not None:
-            reason = (
-                "too_many_connections_from_address" if status == 429 else "at_capacity"
-            )
-            return _refuse(request, metrics, status, reason)
+        refusal = self._factory.refusal(host)
+        if refusal is not None:
+            return _refuse(request, metrics, *refusal)
         if not self._origin_allowed(request.getHeader(b"origin")):
             return _refuse(request, metrics, 403, "origin_not_allowed")
         codec = choose_codec(_offered_subprotocols(request))
@@ -81,7 +81,7 @@ class UpgradeResource:
                 peer_host=host,
                 reason=failure.reason,
             )
-            request.setHeader(b"www-authenticate", b'Bearer error="invalid_token"')
+            request.setHeader(b"www-authenticate", _www_authenticate(failure.reason))
             return _refuse(request, metrics, 401, failure.reason)
         protocol = self._factory.buildProtocol(request.getClientAddress())
         protocol.principal = principal
@@ -108,13 +108,38 @@ def _offered_subprotocols(request: Any) -> list[str]:
     ]
 
 
+def _is_valid_handshake(request: Any) -> bool:
+    """The RFC 6455 headers Autobahn would otherwise refuse without a body."""
+    version = request.getHeader(b"sec-websocket-version")
+    key = request.getHeader(b"sec-websocket-key") or b""
+    connection = (request.getHeader(b"connection") or b"").lower()
+    return version == b"13" and len(key.strip()) == 24 and b"upgrade" in connection
+
+
+def _www_authenticate(reason: str) -> bytes:
+    """RFC 6750: no error code when the request simply carried no token."""
+    if reason == "missing_token":
+        return b'Bearer realm="rtgateway"'
+    return b'Bearer realm="rtgateway", error="invalid_token"'
+
+
 def _refuse(request: Any, metrics: Any, status: int, reason: str) -> bytes:
     metrics.handshake_refusals.labels(str(status)).inc()
-    request.setResponseCode(status)
+    request.setResponseCode(status, _STATUS_PHRASES[status])
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"connection", b"close")
     return orjson.dumps({"error": _ERROR_NAMES[status], "reason": reason})
 
+
+_STATUS_PHRASES = {
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    405: b"Method Not Allowed",
+    426: b"Upgrade Required",
+    429: b"Too Many Requests",
+    503: b"Service Unavailable",
+}
 
 _ERROR_NAMES = {
     400: "bad_request",

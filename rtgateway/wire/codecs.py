@@ -26,7 +26,10 @@ from rtgateway.wire.errors import ParseError
 #: can travel back inside an event or a response; also serde_json's default.
 MAX_DEPTH = 128
 
-_SCALARS = frozenset({str, int, bool, type(None)})
+_SCALARS = frozenset({str, bool, type(None)})
+#: The integers JSON peers can exchange: orjson writes i64 and u64, no more.
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
 _FOREIGN_NAMES = {
     bytes: "byte strings",
     type(cbor2.undefined): "undefined",
@@ -181,6 +184,9 @@ def _check_model(value: Any) -> None:
                     if type(key) is not str:
                         raise _parse_error("map keys must be text strings")
                 below.extend(item.values())
+            elif kind is int:
+                if not _INT_MIN <= item <= _INT_MAX:
+                    raise _parse_error("integers must fit in 64 bits")
             elif kind is float:
                 if not math.isfinite(item):
                     raise _parse_error("NaN and infinity are not JSON numbers")
