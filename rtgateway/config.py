@@ -9,33 +9,38 @@ its settings.
 
 The dataclasses below are the schema: each field's name, type and default is
 the TOML key's, and its metadata holds the checks that one driver
-(:func:`_section`) runs on the value. Values are only checked on the way in;
+(:func:`section`) runs on the value. Values are only checked on the way in;
 constructing the dataclasses directly (as tests do) trusts the caller.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
-import math
 import os
-import re
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import UnionType
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from rtgateway.config_fields import (
+    Invalid,
+    key,
+    matching,
+    non_negative,
+    one_of,
+    positive,
+    quote,
+    section,
+    suggest,
+)
+from rtgateway.config_topics import EventConfig, TopicConfig, parse_events, parse_topics
 from rtgateway.wire.errors import RTGatewayError
-
-Check = Callable[[Any], None]
 
 
 class ConfigError(RTGatewayError):
@@ -50,54 +55,7 @@ class ConfigError(RTGatewayError):
         )
 
 
-class _Invalid(Exception):
-    """A problem at a key, before the source file's name is attached."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(key, problem)
-        self.key = key
-        self.problem = problem
-
-
 # -- checks: each raises ValueError with what is wrong, the driver adds the key
-
-
-def _suggest(word: str, choices: Any) -> str:
-    by_lower = {choice.lower(): choice for choice in choices}
-    close = difflib.get_close_matches(word.lower(), by_lower, n=1)
-    return f' (did you mean "{by_lower[close[0]]}"?)' if close else ""
-
-
-def _one_of(*choices: str) -> Check:
-    def check(value: str) -> None:
-        if value not in choices:
-            listed = ", ".join(f'"{choice}"' for choice in choices)
-            suggestion = _suggest(value, choices)
-            raise ValueError(
-                f"expected one of {listed}, got {_quote(value)}{suggestion}"
-            )
-
-    return check
-
-
-def _positive(value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"must be greater than 0, got {value:.15g}")
-
-
-def _non_negative(value: float) -> None:
-    if value < 0:
-        raise ValueError(f"must be 0 or more, got {value:.15g}")
-
-
-def _matching(pattern: str, expected: str) -> Check:
-    regex = re.compile(pattern)
-
-    def check(value: str) -> None:
-        if not regex.fullmatch(value):
-            raise ValueError(f"expected {expected}, got {_quote(value)}")
-
-    return check
 
 
 def _redis_url(value: str) -> None:
@@ -115,7 +73,7 @@ def _redis_url(value: str) -> None:
         raise ValueError("port must be a number from 1 to 65535")
     database = parts.path.removeprefix("/")
     if database and not (database.isascii() and database.isdigit()):
-        raise ValueError(f"database must be a number, got {_quote(database)}")
+        raise ValueError(f"database must be a number, got {quote(database)}")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query or fragment")
 
@@ -125,38 +83,27 @@ def _algorithm(value: str) -> None:
         raise ValueError('"none" is never accepted: tokens must be signed')
     if value not in _ALGORITHMS:
         listed = " ".join(_ALGORITHMS)
-        suggestion = _suggest(value, _ALGORITHMS)
+        suggestion = suggest(value, _ALGORITHMS)
         raise ValueError(
-            f"unknown algorithm {_quote(value)}{suggestion}; expected one of {listed}"
+            f"unknown algorithm {quote(value)}{suggestion}; expected one of {listed}"
         )
-
-
-def _key(
-    default: Any, *checks: Check, secret: bool = False, derived: bool = False
-) -> Any:
-    """A field whose metadata holds the checks run on a value from the file
-    (on each item of a list); ``secret`` values are never shown, in errors or
-    reprs, so they cannot reach a log; ``derived`` fields are computed, not
-    read."""
-    meta = {"checks": checks, "secret": secret, "derived": derived}
-    return field(default=default, repr=not secret, metadata=meta)
 
 
 def _default_gateway_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-_GATEWAY_ID = _matching(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", "letters, digits, . _ -")
-_ENDPOINT = _matching(r"[A-Za-z][\w-]*:.+", 'a Twisted endpoint string like "tcp:8080"')
-_WS_PATH = _matching(r"/[^?#\s]*", 'a path starting with "/", without a query')
-_ORIGIN = _matching(
+_GATEWAY_ID = matching(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", "letters, digits, . _ -")
+_ENDPOINT = matching(r"[A-Za-z][\w-]*:.+", 'a Twisted endpoint string like "tcp:8080"')
+_WS_PATH = matching(r"/[^?#\s]*", 'a path starting with "/", without a query')
+_ORIGIN = matching(
     r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+",
     'an origin like "https://game.example.com" (no path)',
 )
-_COMPONENT = _matching(
+_COMPONENT = matching(
     r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", '"package.module:ClassName"'
 )
-_LEVELS = _one_of("debug", "info", "warn", "error", "critical")
+_LEVELS = one_of("debug", "info", "warn", "error", "critical")
 
 # -- the schema
 
@@ -168,9 +115,9 @@ class GatewayConfig:
     id: str = field(
         default_factory=_default_gateway_id, metadata={"checks": (_GATEWAY_ID,)}
     )
-    listen: str = _key("tcp:port=8080:interface=127.0.0.1", _ENDPOINT)
-    path: str = _key("/ws", _WS_PATH)
-    allowed_origins: tuple[str, ...] = _key((), _ORIGIN)
+    listen: str = key("tcp:port=8080:interface=127.0.0.1", _ENDPOINT)
+    path: str = key("/ws", _WS_PATH)
+    allowed_origins: tuple[str, ...] = key((), _ORIGIN)
     permessage_deflate: bool = True
 
 
@@ -182,72 +129,75 @@ class AuthConfig:
     ``*_env`` and ``*_file`` fields only say where it came from.
     """
 
-    algorithms: tuple[str, ...] = _key(("HS256",), _algorithm)
-    secret: bytes | None = _key(None, secret=True)
+    algorithms: tuple[str, ...] = key(("HS256",), _algorithm)
+    secret: bytes | None = key(None, secret=True)
     secret_env: str | None = None
-    public_key: bytes | None = _key(None, derived=True)
+    public_key: bytes | None = key(None, derived=True)
     public_key_file: str | None = None
     audience: str | None = None
     issuer: str | None = None
-    leeway_s: float = _key(5.0, _non_negative)
+    leeway_s: float = key(5.0, non_negative)
 
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     """Every per-connection and per-process bound the gateway enforces."""
 
-    max_message_bytes: int = _key(65536, _positive)
-    max_batch: int = _key(100, _positive)
-    rate_per_second: float = _key(100.0, _positive)
-    rate_burst: int = _key(200, _positive)
-    abuse_rejections: int = _key(500, _positive)
-    abuse_window_s: float = _key(10.0, _positive)
-    max_connections: int = _key(20000, _positive)
-    max_connections_per_ip: int = _key(100, _positive)
-    handshake_timeout_s: float = _key(5.0, _positive)
-    close_timeout_s: float = _key(1.0, _positive)
-    send_buffer_bytes: int = _key(1048576, _positive)
+    max_message_bytes: int = key(65536, positive)
+    max_batch: int = key(100, positive)
+    rate_per_second: float = key(100.0, positive)
+    rate_burst: int = key(200, positive)
+    abuse_rejections: int = key(500, positive)
+    abuse_window_s: float = key(10.0, positive)
+    max_connections: int = key(20000, positive)
+    max_connections_per_ip: int = key(100, positive)
+    handshake_timeout_s: float = key(5.0, positive)
+    close_timeout_s: float = key(1.0, positive)
+    send_buffer_bytes: int = key(1048576, positive)
+    max_subscriptions: int = key(200, positive)
 
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatConfig:
     """Pings find dead peers long before TCP would notice them."""
 
-    interval_s: float = _key(15.0, _positive)
-    timeout_s: float = _key(10.0, _positive)
-    idle_timeout_s: float = _key(0.0, _non_negative)
+    interval_s: float = key(15.0, positive)
+    timeout_s: float = key(10.0, positive)
+    idle_timeout_s: float = key(0.0, non_negative)
 
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     """How long a dropped session waits for its player; token expiry warnings."""
 
-    resume_window_s: float = _key(120.0, _non_negative)
-    token_expiry_warning_s: float = _key(60.0, _non_negative)
+    resume_window_s: float = key(120.0, non_negative)
+    token_expiry_warning_s: float = key(60.0, non_negative)
+    max_replay: int = key(10000, positive)
 
 
 @dataclass(frozen=True, slots=True)
 class ShutdownConfig:
     """A graceful drain, spread so players do not all reconnect at once."""
 
-    drain_timeout_s: float = _key(10.0, _non_negative)
-    reconnect_jitter_ms: int = _key(5000, _non_negative)
+    drain_timeout_s: float = key(10.0, non_negative)
+    reconnect_jitter_ms: int = key(5000, non_negative)
 
 
 @dataclass(frozen=True, slots=True)
 class BackendConfig:
     """Where shared state lives: in this process, or in Redis for a cluster."""
 
-    kind: str = _key("memory", _one_of("memory", "redis"))
-    redis_url: str = _key("redis://127.0.0.1:6379/0", _redis_url)
+    kind: str = key("memory", one_of("memory", "redis"))
+    redis_url: str = key("redis://127.0.0.1:6379/0", _redis_url)
+    call_timeout_s: float = key(2.0, positive)
 
 
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
     """Text for people at a terminal, JSON for log shippers."""
 
-    format: str = _key("text", _one_of("text", "json"))
-    level: str = _key("info", _LEVELS)
+    format: str = key("text", one_of("text", "json"))
+    level: str = key("info", _LEVELS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +212,7 @@ class ComponentsConfig:
     """User components; only their names are checked, so that loading the
     configuration never imports (runs) user code."""
 
-    extra: tuple[str, ...] = _key((), _COMPONENT)
+    extra: tuple[str, ...] = key((), _COMPONENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,10 +230,16 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
+    topics: Mapping[str, TopicConfig] = field(default_factory=dict)
+    events: Mapping[str, EventConfig] = field(default_factory=dict)
 
 
+#: The fixed sections; ``topics`` and ``events`` are maps, parsed apart.
+_MAPS = ("topics", "events")
 _SECTIONS: dict[str, type] = {
-    name: kind for name, kind in get_type_hints(Config).items() if name != "source"
+    name: kind
+    for name, kind in get_type_hints(Config).items()
+    if name != "source" and name not in _MAPS
 }
 
 # RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
@@ -337,104 +293,21 @@ def parse_config(
     """Check parsed TOML; ``base_dir`` anchors relative file names."""
     try:
         for name, value in data.items():
-            if name not in _SECTIONS:
+            if name not in _SECTIONS and name not in _MAPS:
                 if not isinstance(value, dict):
-                    raise _Invalid(name, "unknown key: keys belong in a [section]")
-                raise _Invalid(name, "unknown section" + _suggest(name, _SECTIONS))
+                    raise Invalid(name, "unknown key: keys belong in a [section]")
+                known = [*_SECTIONS, *_MAPS]
+                raise Invalid(name, "unknown section" + suggest(name, known))
         sections = {
-            name: _section(kind, data.get(name, {}), name)
+            name: section(kind, data.get(name, {}), name)
             for name, kind in _SECTIONS.items()
         }
         sections["auth"] = _resolve_auth(sections["auth"], base_dir, environ)
-    except _Invalid as error:
+        sections["topics"] = parse_topics(data.get("topics", {}))
+        sections["events"] = parse_events(data.get("events", {}), base_dir)
+    except Invalid as error:
         raise ConfigError(source, error.key, error.problem) from None
     return Config(source=source, **sections)
-
-
-def _section(kind: type, raw: Any, name: str) -> Any:
-    if not isinstance(raw, dict):
-        raise _Invalid(name, f"expected a table, got {_describe(raw)}")
-    hints = get_type_hints(kind)
-    keys = {f.name: f for f in fields(kind) if not f.metadata.get("derived")}
-    values = {}
-    for key, value in raw.items():
-        dotted = f"{name}.{key}"
-        if key not in keys:
-            raise _Invalid(dotted, "unknown key" + _suggest(key, keys))
-        meta = keys[key].metadata
-        values[key] = _convert(
-            value, hints[key], meta.get("checks", ()), dotted, meta.get("secret", False)
-        )
-    return kind(**values)
-
-
-def _convert(
-    value: Any, hint: Any, checks: tuple[Check, ...], key: str, secret: bool
-) -> Any:
-    if get_origin(hint) is tuple:
-        if not isinstance(value, list):
-            raise _Invalid(key, f"expected a list, got {_describe(value, secret)}")
-        item = get_args(hint)[0]
-        return tuple(
-            _convert(v, item, checks, f"{key}[{i}]", secret)
-            for i, v in enumerate(value)
-        )
-    if isinstance(hint, UnionType):  # X | None: absent from the file means None
-        hint = next(arg for arg in get_args(hint) if arg is not type(None))
-    converted = _scalar(value, hint)
-    if converted is None:
-        expected = _EXPECTED[hint]
-        if hint is float and isinstance(value, float):  # only nan and inf get here
-            expected = "a finite number"
-        raise _Invalid(key, f"expected {expected}, got {_describe(value, secret)}")
-    for check in checks:
-        try:
-            check(converted)
-        except ValueError as error:
-            raise _Invalid(key, str(error)) from None
-    return converted
-
-
-_EXPECTED = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-_EXPECTED[bytes] = _EXPECTED[str]  # the secret: TOML has no bytes
-_KINDS = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
-_KINDS |= {list: "a list", dict: "a table"}  # bool before int: bools are ints
-
-
-def _scalar(value: Any, kind: type) -> Any:
-    """``value`` as ``kind`` if it converts without loss, else None.
-
-    TOML tells 1 from 1.0 and true from 1; a number field takes either
-    spelling of a whole number, but a bool is never a number.
-    """
-    if isinstance(value, bool) != (kind is bool):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if kind is int and isinstance(value, float):
-        return int(value) if value.is_integer() else None
-    if kind is float and isinstance(value, int):
-        return float(value)
-    if kind is bytes and isinstance(value, str):
-        return value.encode("utf-8")
-    return value if isinstance(value, kind) else None
-
-
-def _quote(text: str) -> str:
-    """A string as TOML would spell it, clipped, on one line."""
-    quoted = json.dumps(text, ensure_ascii=False)
-    return quoted if len(quoted) <= 80 else quoted[:76] + '..."'
-
-
-def _describe(value: Any, secret: bool = False) -> str:
-    kind = next(
-        (n for cls, n in _KINDS.items() if isinstance(value, cls)), "a datetime"
-    )
-    if secret or isinstance(value, list | dict):
-        return kind
-    if isinstance(value, str):
-        return f"{kind} ({_quote(value)})"
-    return f"{kind} ({str(value).lower() if isinstance(value, bool) else value})"
 
 
 # -- auth: the key material the configured algorithms need
@@ -444,7 +317,7 @@ def _resolve_auth(
     auth: AuthConfig, base_dir: Path, environ: Mapping[str, str]
 ) -> AuthConfig:
     if not auth.algorithms:
-        raise _Invalid("auth.algorithms", "must name at least one algorithm")
+        raise Invalid("auth.algorithms", "must name at least one algorithm")
     hmac = [name for name in auth.algorithms if name in _HMAC_MIN_BYTES]
     asymmetric = [name for name in auth.algorithms if name in _KEY_KINDS]
     return replace(
@@ -466,22 +339,22 @@ def _secret(
     if not hmac:  # unused key material is not resolved, so it cannot fail
         return None
     if auth.secret is not None and auth.secret_env is not None:
-        raise _Invalid("auth.secret", "give secret or secret_env, not both")
+        raise Invalid("auth.secret", "give secret or secret_env, not both")
     if auth.secret_env is not None:
         key, variable = "auth.secret_env", auth.secret_env
         if variable not in environ:
-            raise _Invalid(key, f"environment variable {variable} is not set")
+            raise Invalid(key, f"environment variable {variable} is not set")
         # os.environ decodes with surrogateescape; this gives the bytes back.
         secret = environ[variable].encode("utf-8", "surrogateescape")
         if not secret:
-            raise _Invalid(key, f"environment variable {variable} is empty")
+            raise Invalid(key, f"environment variable {variable} is empty")
     elif auth.secret is not None:
         key, secret = "auth.secret", auth.secret
     else:
-        raise _Invalid("auth.secret", "missing: " + _need(hmac, "secret or secret_env"))
+        raise Invalid("auth.secret", "missing: " + _need(hmac, "secret or secret_env"))
     strictest = max(hmac, key=_HMAC_MIN_BYTES.__getitem__)
     if len(secret) < _HMAC_MIN_BYTES[strictest]:
-        raise _Invalid(
+        raise Invalid(
             key,
             f"too short: {len(secret)} bytes, {strictest} needs at least "
             f"{_HMAC_MIN_BYTES[strictest]} (RFC 7518 section 3.2)",
@@ -496,27 +369,27 @@ def _public_key(
         return None
     key = "auth.public_key_file"
     if auth.public_key_file is None:
-        raise _Invalid(key, "missing: " + _need(asymmetric, "public_key_file"))
+        raise Invalid(key, "missing: " + _need(asymmetric, "public_key_file"))
     path = base_dir / auth.public_key_file
     try:
         pem = path.read_bytes()
     except OSError as error:
-        raise _Invalid(key, f"cannot read {path}: {error.strerror}") from None
+        raise Invalid(key, f"cannot read {path}: {error.strerror}") from None
     try:
         public_key = load_pem_public_key(pem)
     except (ValueError, UnsupportedAlgorithm):
         # A private key here would also mean it is spread to every gateway.
         hint = " (it is a private key)" if b"PRIVATE KEY" in pem else ""
-        raise _Invalid(key, f"{path} is not a PEM public key{hint}") from None
+        raise Invalid(key, f"{path} is not a PEM public key{hint}") from None
     kind = _key_kind(public_key)
     for algorithm in asymmetric:
         if kind not in _KEY_KINDS[algorithm]:
             needed = " or ".join(_KEY_KINDS[algorithm])
-            raise _Invalid(
+            raise Invalid(
                 key, f"{path} holds a key of type {kind}; {algorithm} needs {needed}"
             )
     if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < _RSA_MIN_BITS:
-        raise _Invalid(
+        raise Invalid(
             key,
             f"{path} holds a {public_key.key_size}-bit RSA key; "
             f"at least {_RSA_MIN_BITS} bits are needed",

@@ -105,3 +105,33 @@ class GatewayMetrics:
             "Messages refused by the per-connection rate limit.",
             registry=r,
         )
+        self.events_published = Counter(
+            "rtgateway_events_published",
+            "Events accepted for publication on this gateway.",
+            registry=r,
+        )
+        self.event_deliveries = Counter(
+            "rtgateway_event_deliveries",
+            "Events handed to local subscribers (one per subscriber).",
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "rtgateway_events_dropped",
+            "Volatile events not sent to a connection whose buffer was full.",
+            registry=r,
+        )
+        self.bus_messages_received = Counter(
+            "rtgateway_bus_messages_received",
+            "Messages this gateway received from the bus.",
+            registry=r,
+        )
+        self.bus_subscriptions = Gauge(
+            "rtgateway_bus_subscriptions",
+            "Topics this gateway listens to on the bus (local interest).",
+            registry=r,
+        )
+        self.stream_repairs = Counter(
+            "rtgateway_stream_repairs",
+            "Gaps in a topic's event stream filled from history.",
+            registry=r,
+        )

@@ -1,14 +1,15 @@
 """The service tree of one gateway process.
 
-``build_gateway`` wires the layers together (metrics, router, components,
-the WebSocket factory, the HTTP site) and returns a ``MultiService`` whose
-children start in dependency order and stop in reverse: the listener stops
-first (no new connections), then the open connections are drained, then
-the components and finally the backends.
+``Gateway`` wires the layers together (backends, metrics, router, broker,
+components, the WebSocket factory, the HTTP site) and is the root
+``MultiService``: its children start in dependency order and stop in
+reverse, so the listener stops first (no new connections), the open
+connections are drained, then the components stop and the backends last.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -25,14 +26,20 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
+from rtgateway.analytics import SessionAnalytics
 from rtgateway.auth import Authenticator
+from rtgateway.backends import build_backends
+from rtgateway.broker import Broker
+from rtgateway.components.pubsub import PubSubComponent
 from rtgateway.components.sessions import SessionsComponent
 from rtgateway.components.system import SystemComponent
 from rtgateway.dispatch import Dispatcher
+from rtgateway.events import EventRegistry
 from rtgateway.gateway.factory import GatewayFactory
 from rtgateway.gateway.upgrade import UpgradeResource
 from rtgateway.metrics import GatewayMetrics
 from rtgateway.router import Router
+from rtgateway.topics import TopicPolicy
 from rtgateway.web.health import HealthResource, MetricsResource, ReadyResource
 from rtgateway.web.site import build_site
 
@@ -55,18 +62,58 @@ class GatewayListener(StreamServerEndpointService):
 
 
 class Gateway(MultiService):
-    """The root service; its attributes are the wired collaborators."""
+    """The root service; its attributes are the wired collaborators.
 
-    def __init__(self, config: Any, reactor: Any, *, listen: bool = True) -> None:
+    ``backends`` may be given (tests share one memory hub between several
+    gateways); by default they follow ``[backend]``.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        reactor: Any,
+        *,
+        listen: bool = True,
+        backends: Any = None,
+    ) -> None:
         super().__init__()
         self.config = config
+        self.clock = reactor
+        self.backends = (
+            backends if backends is not None else build_backends(config, reactor)
+        )
         self.metrics = GatewayMetrics()
         self.router = Router()
-        self.dispatcher = Dispatcher(self.router, self.metrics, reactor)
-        self.sessions = SessionsComponent(
-            router=self.router, config=config, clock=reactor
+        self.events = EventRegistry(config.events)
+        self.broker = Broker(
+            policy=TopicPolicy(config.topics),
+            events=self.events,
+            history=self.backends.history,
+            bus=self.backends.bus,
+            clock=reactor,
+            gateway_id=config.gateway.id,
+            metrics=self.metrics,
+            max_replay=config.session.max_replay,
         )
-        self.system = SystemComponent(self.router, reactor)
+        self.dispatcher = Dispatcher(self.router, self.metrics, reactor)
+        authenticator = Authenticator(config.auth)
+        self.sessions = SessionsComponent(
+            router=self.router,
+            config=config,
+            clock=reactor,
+            backends=self.backends,
+            broker=self.broker,
+            authenticator=authenticator,
+            analytics=SessionAnalytics(self.metrics.registry),
+        )
+        self.pubsub = PubSubComponent(
+            router=self.router,
+            broker=self.broker,
+            sessions=self.sessions,
+            store=self.backends.sessions,
+            max_subscriptions=config.limits.max_subscriptions,
+        )
+        self.system = SystemComponent(self.router, self.events, reactor)
         self.factory = GatewayFactory(
             config=config,
             dispatcher=self.dispatcher,
@@ -74,8 +121,8 @@ class Gateway(MultiService):
             metrics=self.metrics,
             clock=reactor,
             reactor=reactor,
+            ready=self.backends.ready,
         )
-        authenticator = Authenticator(config.auth)
         endpoints = {
             b"healthz": HealthResource(
                 config.gateway.id, lambda: len(self.factory.connections)
@@ -91,7 +138,9 @@ class Gateway(MultiService):
             timeout=config.limits.handshake_timeout_s,
             clock=reactor,
         )
-        for child in (self.sessions, self.system):
+        children = [self.backends, self.sessions, self.pubsub, self.system]
+        children += [load_component(name, self) for name in config.components.extra]
+        for child in children:
             child.setServiceParent(self)
         if listen:
             endpoint = serverFromString(reactor, config.gateway.listen)
@@ -102,14 +151,28 @@ class Gateway(MultiService):
 
     def readiness(self) -> dict[str, bool]:
         """Named checks; the gateway is ready when all are true."""
-        return {"accepting": not self.factory.draining}
+        return {
+            "accepting": not self.factory.draining,
+            "backends": self.backends.ready(),
+        }
 
     def setServiceParent(self, parent: Any) -> None:
         """Under twistd, install the configured log observer on the application."""
         super().setServiceParent(parent)
         if hasattr(parent, "setComponent"):
-            observer = log_observer(self.config.logging)
-            parent.setComponent(ILogObserver, observer)
+            parent.setComponent(ILogObserver, log_observer(self.config.logging))
+
+
+def load_component(name: str, gateway: Gateway) -> Any:
+    """Import ``package.module:Class`` and build it with the gateway.
+
+    A user component is a ``Service`` whose constructor takes the
+    :class:`Gateway`, from which it reaches the router, the broker, the
+    event registry, the sessions component and the clock.
+    """
+    module_name, _, class_name = name.partition(":")
+    component_class = getattr(importlib.import_module(module_name), class_name)
+    return component_class(gateway)
 
 
 def log_observer(logging: Any) -> Any:

@@ -85,6 +85,8 @@ def test_shipped_config_sets_defaults() -> None:
     shipped = load_config(SHIPPED, environ={})
     defaults = Config(source=shipped.source)
     for section in dataclasses.fields(Config)[1:]:
+        if section.name in ("topics", "events"):  # examples, not defaults
+            continue
         expected = getattr(defaults, section.name)
         if section.name == "auth":
             expected = dataclasses.replace(expected, secret=shipped.auth.secret)
@@ -95,12 +97,27 @@ def test_shipped_config_mentions_every_key() -> None:
     """Every section and key appears in the shipped file, set or commented out."""
     text = SHIPPED.read_text()
     for section in dataclasses.fields(Config)[1:]:
+        if section.name in ("topics", "events"):  # maps, checked below
+            continue
         assert f"\n[{section.name}]\n" in text
         for key in dataclasses.fields(getattr(Config(source=""), section.name)):
             if key.metadata.get("derived"):
                 continue
             pattern = rf"^(# )?{key.name} = "
             assert re.search(pattern, text, re.M), f"{section.name}.{key.name}"
+
+
+def test_shipped_config_shows_every_topic_and_event_key() -> None:
+    """The shipped file shows a namespace and event types with every key."""
+    from rtgateway.config_topics import EventConfig, TopicConfig
+
+    config = load_config(SHIPPED, environ={})
+    text = SHIPPED.read_text()
+    assert config.topics["chat"].reliable
+    assert config.events["chat.message"].schema["required"] == ["text"]
+    for kind in (TopicConfig, EventConfig):
+        for key in dataclasses.fields(kind):
+            assert re.search(rf"^{key.name} = ", text, re.M), key.name
 
 
 def toml_examples() -> list[str]:
@@ -791,3 +808,81 @@ def test_load_config_reads_the_environment_given(tmp_path: Path) -> None:
     path.write_text('[auth]\nsecret_env = "GW_SECRET"\n')
     config = load_config(path, environ={"GW_SECRET": "g" * 32})
     assert config.auth.secret == b"g" * 32
+
+
+def parse_maps(tmp_path: Path, data: dict) -> Config:
+    return parse_config(
+        {"auth": {"secret": "x" * 32}, **data},
+        source="t.toml",
+        base_dir=tmp_path,
+        environ={},
+    )
+
+
+def test_topics_and_events_parse_with_defaults(tmp_path: Path) -> None:
+    """Namespaces and event types get defaults; nested and quoted names agree."""
+    config = parse_maps(
+        tmp_path,
+        {
+            "topics": {"arena": {}},
+            "events": {"chat": {"message": {"version": 2}}, "game.end": {}},
+        },
+    )
+    arena = config.topics["arena"]
+    assert (arena.subscribe, arena.publish, arena.history_size) == (
+        "any",
+        "service",
+        100,
+    )
+    assert config.events["chat.message"].version == 2
+    assert config.events["game.end"].delivery == "reliable"
+
+
+def test_event_schema_from_a_file(tmp_path: Path) -> None:
+    """An event schema may be a JSON file next to the configuration."""
+    (tmp_path / "move.json").write_text('{"type": "object"}')
+    config = parse_maps(tmp_path, {"events": {"move": {"schema": "move.json"}}})
+    assert config.events["move"].schema == {"type": "object"}
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "problem"),
+    [
+        ({"topics": {"a.b": {}}}, "topics.a.b", "namespace"),
+        (
+            {"topics": {"arena": {"publish": "all"}}},
+            "topics.arena.publish",
+            "expected one of",
+        ),
+        (
+            {"topics": {"arena": {"history_size": -1}}},
+            "topics.arena.history_size",
+            "0 or more",
+        ),
+        ({"events": {"rpc.x": {"version": 1}}}, "events.rpc.x", "may not start"),
+        (
+            {"events": {"m": {"delivery": "maybe"}}},
+            "events.m.delivery",
+            "expected one of",
+        ),
+        (
+            {"events": {"m": {"schema": {"type": "nope"}}}},
+            "events.m.schema",
+            "JSON Schema",
+        ),
+        (
+            {"events": {"m": {"schema": "missing.json"}}},
+            "events.m.schema",
+            "cannot read",
+        ),
+        ({"events": {"m": 3}}, "events.m", "expected a table"),
+    ],
+)
+def test_topic_and_event_errors_name_the_key(
+    tmp_path: Path, data, key, problem
+) -> None:
+    """Bad namespaces and event types are refused, naming the key."""
+    with pytest.raises(ConfigError) as info:
+        parse_maps(tmp_path, data)
+    assert info.value.key == key
+    assert problem in info.value.problem

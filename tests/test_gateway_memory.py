@@ -299,7 +299,8 @@ def test_session_close_answers_then_closes_1000(memory_gateway):
     assert call(memory_gateway, client, "session.close", {})["result"] == {}
     memory_gateway.flush()
     assert client.close_code == closecodes.NORMAL
-    assert session_id not in memory_gateway.gateway.sessions.sessions
+    store = memory_gateway.gateway.backends.sessions
+    assert memory_gateway.result_of(store.load(session_id)) is None
 
 
 def test_discover_lists_methods_with_schemas(memory_gateway):

@@ -1,4 +1,9 @@
-"""Methods every gateway answers: ``sys.ping`` and ``rpc.discover``."""
+"""Methods every gateway answers: ``sys.ping`` and ``rpc.discover``.
+
+OpenRPC has no notion of server-pushed events, so the registered event
+types are listed in the document's ``x-events`` extension, each with its
+version, delivery, priority and the JSON Schema of its data.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 
 import rtgateway
+from rtgateway.events import EventRegistry
 from rtgateway.openrpc import discover_document
 from rtgateway.router import Router
 
@@ -23,8 +29,9 @@ class SystemComponent(Service):
 
     name = "system"
 
-    def __init__(self, router: Router, clock: IReactorTime) -> None:
+    def __init__(self, router: Router, events: EventRegistry, clock: IReactorTime):
         self._router = router
+        self._events = events
         self._clock = clock
 
     def startService(self) -> None:
@@ -55,5 +62,8 @@ class SystemComponent(Service):
             self._router,
             title="rtgateway",
             version=rtgateway.__version__,
-            extensions={"x-protocol": 1},
+            extensions={
+                "x-protocol": 1,
+                "x-events": [event.describe() for event in self._events],
+            },
         )

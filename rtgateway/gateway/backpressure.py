@@ -25,6 +25,11 @@ class SendBufferGuard:
         self._paused = False
         self.pending = 0
 
+    @property
+    def paused(self) -> bool:
+        """True while the transport's own buffer is full."""
+        return self._paused
+
     def admits(self, size: int) -> bool:
         """Account for ``size`` more bytes; False once over the bound."""
         if not self._paused:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -47,6 +48,7 @@ class GatewayFactory(WebSocketServerFactory):
         metrics: GatewayMetrics,
         clock: IReactorTime,
         reactor: Any,
+        ready: Callable[[], bool] = lambda: True,
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(server="rtgateway", reactor=reactor)
@@ -55,6 +57,7 @@ class GatewayFactory(WebSocketServerFactory):
         self.sessions = sessions
         self.metrics = metrics
         self.clock = clock
+        self._ready = ready
         self.connections: set[GatewayProtocol] = set()
         self._per_host: Counter[str] = Counter()
         self._reserved = 0
@@ -82,6 +85,8 @@ class GatewayFactory(WebSocketServerFactory):
         limits = self.config.limits
         if self.draining:
             return 503, "draining"
+        if not self._ready():
+            return 503, "backend_unavailable"
         if self._reserved >= limits.max_connections:
             return 503, "at_capacity"
         if self._per_host[host] >= limits.max_connections_per_ip:

@@ -9,6 +9,7 @@ closes with the protocol's close codes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
@@ -18,7 +19,9 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from rtgateway.fanout import SharedMessage
 from rtgateway.gateway.backpressure import SendBufferGuard
+from rtgateway.gateway.frames import frame_header
 from rtgateway.gateway.heartbeat import Heartbeat
 from rtgateway.interfaces import IConnection
 from rtgateway.ratelimit import AbuseDetector, TokenBucket
@@ -59,6 +62,9 @@ class GatewayProtocol(WebSocketServerProtocol):
         self._guard: SendBufferGuard | None = None
         self._bucket: TokenBucket | None = None
         self._abuse: AbuseDetector | None = None
+        self._after_reply: list[Callable[[], Any]] = []
+        self.messages_in = self.messages_out = 0
+        self.bytes_in = self.bytes_out = 0
 
     # -- opening ---------------------------------------------------------
 
@@ -126,21 +132,40 @@ class GatewayProtocol(WebSocketServerProtocol):
             return
         factory = self.factory
         factory.metrics.bytes_in.inc(len(payload))
+        self.bytes_in += len(payload)
         self._heartbeat.activity()
         try:
             incoming = decode_incoming(
                 self.codec, payload, max_batch=factory.config.limits.max_batch
             )
         except RTGatewayError as error:
+            self.messages_in += 1
             # Garbage costs a token like anything else, or it would be free.
             if self._admit() is None:
-                self.send_document(factory.dispatcher.error_document(error))
+                self._reply(factory.dispatcher.error_document(error))
             return
+        self.messages_in += len(incoming.entries)
         answer = factory.dispatcher.answer(self, incoming, self._admit)
         if isinstance(answer, Deferred):
-            answer.addCallback(self.send_document).addErrback(self._send_failed)
-        elif answer is not None:
-            self.send_document(answer)
+            answer.addCallback(self._reply).addErrback(self._send_failed)
+        else:
+            self._reply(answer)
+
+    def _reply(self, document: Any) -> None:
+        """Send the answer to a message, then what was to follow it."""
+        if document is not None:
+            self.send_document(document)
+        after, self._after_reply = self._after_reply, []
+        for action in after:
+            action()
+
+    def after_reply(self, action: Callable[[], Any]) -> None:
+        """Run ``action`` once the reply to the message in hand is sent.
+
+        A handler that unlocks further messages (a subscribe's events, a
+        close) uses this so that its reply goes out first.
+        """
+        self._after_reply.append(action)
 
     def _hold(self, payload: bytes, is_binary: bool) -> None:
         """Keep what arrives before the welcome, within the burst allowance."""
@@ -190,9 +215,63 @@ class GatewayProtocol(WebSocketServerProtocol):
             self.close(closecodes.SLOW_CONSUMER, "send buffer full")
             return
         self.factory.metrics.bytes_out.inc(len(payload))
-        self.sendMessage(payload, self.codec.BINARY)
+        self.messages_out += 1
+        self.bytes_out += len(payload)
+        if self._perMessageCompress is None:
+            self.transport.write(
+                frame_header(len(payload), self.codec.BINARY) + payload
+            )
+        else:
+            self._unbounded(self.sendMessage, payload, self.codec.BINARY)
+
+    def send_shared(self, message: SharedMessage) -> None:
+        """Send a message shared by many connections (see :mod:`fanout`).
+
+        Volatile messages of no priority are dropped, not queued, while the
+        transport's buffer is full.
+        """
+        if self.state != _OPEN:
+            return
+        guard = self._guard
+        if message.droppable and guard.paused:
+            self.factory.metrics.events_dropped.inc()
+            return
+        prepared = message.prepared(self.codec, self.factory.prepareMessage)
+        size = len(prepared.payloadHybi)
+        if not guard.admits(size):
+            self.factory.metrics.slow_consumers.inc()
+            self.close(closecodes.SLOW_CONSUMER, "send buffer full")
+            return
+        self.factory.metrics.bytes_out.inc(size)
+        self.messages_out += 1
+        self.bytes_out += size
+        if self._perMessageCompress is None:
+            self.transport.write(prepared.payloadHybi)
+        else:
+            self._unbounded(self.sendPreparedMessage, prepared)
+
+    def _unbounded(self, send: Callable[..., None], *args: Any) -> None:
+        """Call an Autobahn send without the limit meant for incoming messages."""
+        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+        try:
+            send(*args)
+        finally:
+            self.maxMessagePayloadSize = limit
+
+    def connection_stats(self) -> dict[str, int]:
+        """Counters this connection adds to its session's analytics."""
+        heartbeat = self._heartbeat
+        return {
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "rtt_total_us": int(heartbeat.rtt_total * 1e6) if heartbeat else 0,
+            "rtt_count": heartbeat.rtt_count if heartbeat else 0,
+        }
 
     def _send_failed(self, failure: Any) -> None:
+        self._after_reply = []
         self._log.failure(
             "answering a message on {connection_id} failed",
             failure=failure,

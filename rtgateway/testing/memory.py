@@ -16,8 +16,10 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
+from rtgateway.backends.memory import MemoryBackends, MemoryHub
 from rtgateway.config import Config, parse_config
 from rtgateway.tokens import mint_token
 from rtgateway.wire.codecs import CODECS, JSON
@@ -99,12 +101,18 @@ class RecordingClient(WebSocketClientProtocol):
 class MemoryGateway:
     """The gateway's service tree on a Clock, reachable through :meth:`connect`."""
 
-    def __init__(self, config: Config | None = None, clock: Clock | None = None):
+    def __init__(
+        self,
+        config: Config | None = None,
+        clock: Clock | None = None,
+        hub: MemoryHub | None = None,
+    ) -> None:
         from rtgateway.service import Gateway
 
         self.config = config or make_config()
         self.clock = clock or Clock()
-        self.gateway = Gateway(self.config, self.clock, listen=False)
+        backends = MemoryBackends(self.clock, hub)
+        self.gateway = Gateway(self.config, self.clock, listen=False, backends=backends)
         self.gateway.startService()
         self.pumps: list[IOPump] = []
 
@@ -148,6 +156,17 @@ class MemoryGateway:
         )
         self.pumps.append(pump)
         return client
+
+    @staticmethod
+    def result_of(d: Any) -> Any:
+        """The result of an already fired Deferred (memory backends fire at once)."""
+        results: list[Any] = []
+        d.addBoth(results.append)
+        if not results:
+            raise AssertionError(f"{d!r} has not fired")
+        if isinstance(results[0], Failure):
+            results[0].raiseException()
+        return results[0]
 
     def flush(self) -> None:
         """Move every pending byte between every client and the gateway."""

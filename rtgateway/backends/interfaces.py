@@ -1,0 +1,188 @@
+"""The backend contracts: a session store, a topic history and a bus.
+
+Components and the broker depend on these interfaces only; ``memory`` (one
+process) and ``redis`` (a cluster) implement them, and one contract test
+suite runs against both. Every method returns a Deferred, the memory ones
+included, so callers never branch. A backend that cannot reach its server
+fails the Deferred with :class:`rtgateway.wire.errors.Unavailable` within
+its call timeout: never a hang.
+
+Every key of the Redis implementations belongs to one session, topic or
+player, so the data can be sharded by key over several servers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from zope.interface import Attribute, Interface
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A place in a topic's history: the offset of an event and its epoch.
+
+    Offsets grow by one per stored event of a topic. The epoch names one
+    unbroken run of offsets: when history is lost (expiry, a Redis restart
+    without its data), the next event starts a new epoch, and positions of
+    the old epoch can no longer be recovered.
+    """
+
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One event of a topic's history; ``body`` is the encoded event."""
+
+    offset: int
+    epoch: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a history read found.
+
+    ``recovered`` is False when the history no longer reaches back to the
+    asked position (trimmed, expired, or another epoch); ``events`` is then
+    empty and the reader must re-fetch the topic's state. ``top`` is the
+    latest position, the one live events continue from.
+    """
+
+    events: tuple[StoredEvent, ...]
+    top: Position
+    recovered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A session as the store keeps it, readable by any gateway."""
+
+    session_id: str
+    player_id: str
+    created_ms: int
+    resume_digest: str
+    gateway_id: str | None = None
+    connection_id: str | None = None
+    detached_ms: int | None = None
+    subscriptions: dict[str, Position | None] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def attached(self) -> bool:
+        return self.connection_id is not None
+
+
+class ISessionStore(Interface):
+    """Sessions by id, resume-token digests to sessions, kicked players."""
+
+    def create(record):
+        """Store a new, attached session. Fires with None."""
+
+    def load(session_id):
+        """Fires with the :class:`SessionRecord`, or None if it does not exist."""
+
+    def find(resume_digest):
+        """Fires with the session id a resume-token digest belongs to, or None."""
+
+    def attach(session_id, gateway_id, connection_id):
+        """Make a connection the session's owner, atomically.
+
+        Fires with the record as it was before (its ``gateway_id`` and
+        ``connection_id`` name the previous owner, to be closed 4003), or
+        None when the session does not exist. An attached session never
+        expires.
+        """
+
+    def detach(session_id, connection_id, now_ms, window_ms):
+        """Mark the session detached, if ``connection_id`` still owns it.
+
+        Fires with True when it did. A detached session disappears on its
+        own ``window_ms`` after ``now_ms`` unless attached again (a gateway
+        that dies leaves nothing behind for ever).
+        """
+
+    def set_subscription(session_id, topic, position):
+        """Record a subscription and its position (None: a volatile topic)."""
+
+    def drop_subscription(session_id, topic):
+        """Forget a subscription."""
+
+    def set_metadata(session_id, key, value):
+        """Store one JSON-encodable metadata value of a component."""
+
+    def add_stats(session_id, stats):
+        """Add counters (messages and bytes in and out, resumes) to the session."""
+
+    def end(session_id):
+        """Delete the session; fires with its last record, or None if already gone.
+
+        Exactly one of several concurrent callers gets the record, so a
+        session's end is handled once.
+        """
+
+    def kick(player_id, now_ms):
+        """Record that every session of the player created before now is over."""
+
+    def kicked_at(player_id):
+        """Fires with the time of the player's last kick in ms, or None."""
+
+
+class ITopicHistory(Interface):
+    """Reliable topics: offsets, epochs, bounded history, ordered broadcast."""
+
+    def append(topic, body, size, ttl_ms):
+        """Store ``body`` as the topic's next event and publish it on the bus.
+
+        Fires with its :class:`Position`. The history keeps at most ``size``
+        events, each for ``ttl_ms``. Publication on the topic's bus channel
+        happens in offset order: no subscriber sees offset n+1 before n.
+        """
+
+    def read(topic, since, limit):
+        """Fires with a :class:`Replay` of the events after ``since``.
+
+        ``since`` is a :class:`Position` or None (nothing to replay: only
+        the top is wanted). At most ``limit`` events are returned; more
+        than that is reported as not recovered.
+        """
+
+
+class IBusHandler(Interface):
+    """What receives bus traffic: the broker and the session manager."""
+
+    def bus_message(channel, message):
+        """A message arrived on a subscribed channel (bytes)."""
+
+    def bus_reconnected():
+        """The bus connection was lost and is back: messages may be missing."""
+
+
+class IBus(Interface):
+    """Channels between gateways; a gateway hears only what it subscribed to."""
+
+    handler = Attribute("The :class:`IBusHandler` that receives messages.")
+
+    def subscribe(channel):
+        """Fires once messages of ``channel`` are being delivered to the handler."""
+
+    def unsubscribe(channel):
+        """Stop receiving ``channel``; fires with None."""
+
+    def publish(channel, message):
+        """Send ``message`` (bytes) to every gateway subscribed to ``channel``."""
+
+
+class IBackends(Interface):
+    """The backends of one gateway, started and stopped together."""
+
+    sessions = Attribute("The :class:`ISessionStore`.")
+    history = Attribute("The :class:`ITopicHistory`.")
+    bus = Attribute("The :class:`IBus`.")
+
+    def ready():
+        """True while every backend can serve calls (for /readyz)."""

@@ -1,0 +1,21 @@
+"""Names of bus channels and store keys, shared by every backend.
+
+Each name belongs to one topic, session, player or gateway, and the Redis
+keys of one topic or session share a ``{hash tag}``, so the data of a
+cluster can be sharded by key over several Redis servers.
+"""
+
+PREFIX = "rtgw"
+
+#: Every gateway listens here; cluster-wide orders (kicks) are rare.
+CONTROL_CHANNEL = f"{PREFIX}.control"
+
+
+def topic_channel(topic: str) -> str:
+    """The bus channel of a topic's events."""
+    return f"{PREFIX}.t.{topic}"
+
+
+def gateway_channel(gateway_id: str) -> str:
+    """The bus channel of orders for one gateway (session takeovers)."""
+    return f"{PREFIX}.gw.{gateway_id}"
