@@ -14,8 +14,10 @@ the short codes of :class:`Reason`: a bounded set, fit for a metrics label
 and for the 401 body. No message ever holds the token or a claim's value,
 which an attacker chooses and a log would keep.
 
-Time comes from the wall clock, through PyJWT: a token's validity is
-absolute, unlike the gateway's own timers, which take an injected clock.
+Time comes from an injected clock (the reactor's, by default the wall
+clock), not from PyJWT: ``exp``, ``nbf`` and ``iat`` are checked here, so
+that a token's expiry and the gateway's own timers (``session.expiring``,
+the 4001 close) agree, in production and on a test's ``task.Clock``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -33,6 +36,7 @@ import jwt
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import HMACAlgorithm, get_default_algorithms
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from rtgateway.wire.errors import Forbidden, RTGatewayError
@@ -141,15 +145,19 @@ class Authenticator:
 
     log = Logger()
 
-    def __init__(self, auth_config: Any) -> None:
+    def __init__(self, auth_config: Any, clock: IReactorTime | None = None) -> None:
         self._keys = _verification_keys(auth_config)
         self._audience: str | None = auth_config.audience
         self._issuer: str | None = auth_config.issuer
         self._leeway = float(auth_config.leeway_s)
+        self._now = clock.seconds if clock is not None else time.time
         self._jwt = _GatewayJWT(
             options={
                 "require": ["exp", "sub"],
                 "verify_aud": auth_config.audience is not None,
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
             }
         )
 
@@ -183,12 +191,24 @@ class Authenticator:
                 error_type=type(error).__name__,
             )
             raise AuthenticationFailed(Reason.MALFORMED_TOKEN) from None
+        self._check_times(claims)
         return Principal(
             player_id=claims["sub"],
             roles=frozenset(claims.get("roles", ())),
             expires_at=float(claims["exp"]),
             claims=MappingProxyType(claims),
         )
+
+    def _check_times(self, claims: dict[str, Any]) -> None:
+        """exp, nbf and iat against the clock, with the configured leeway."""
+        now, leeway = self._now(), self._leeway
+        if claims["exp"] <= now - leeway:
+            raise AuthenticationFailed(Reason.EXPIRED)
+        if (
+            claims.get("nbf", now) > now + leeway
+            or claims.get("iat", now) > now + leeway
+        ):
+            raise AuthenticationFailed(Reason.NOT_YET_VALID)
 
 
 def token_from_request(

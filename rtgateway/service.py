@@ -96,7 +96,7 @@ class Gateway(MultiService):
             max_replay=config.session.max_replay,
         )
         self.dispatcher = Dispatcher(self.router, self.metrics, reactor)
-        authenticator = Authenticator(config.auth)
+        authenticator = Authenticator(config.auth, reactor)
         self.sessions = SessionsComponent(
             router=self.router,
             config=config,

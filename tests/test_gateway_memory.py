@@ -285,9 +285,8 @@ def test_role_restricted_method_is_forbidden_to_others(memory_gateway):
     )
     player = open_client(memory_gateway, "bob")
     assert call(memory_gateway, player, "test.admin", {})["error"]["code"] == -32001
-    from rtgateway.testing import token_for
 
-    admin_token = token_for(memory_gateway.config, "root", roles=["admin"])
+    admin_token = memory_gateway.token("root", roles=["admin"])
     admin = open_client(memory_gateway, None, token=admin_token)
     assert call(memory_gateway, admin, "test.admin", {})["result"] == {}
 
@@ -388,18 +387,16 @@ def test_missing_token_is_401_with_reason(memory_gateway):
 
 def test_token_in_query_parameter_is_accepted(memory_gateway):
     """Browsers send the JWT as access_token in the query string."""
-    from rtgateway.testing import token_for
 
-    token = token_for(memory_gateway.config, "carol")
+    token = memory_gateway.token("carol")
     client = open_client(memory_gateway, None, query=f"?access_token={token}")
     assert client.received[0]["params"]["player_id"] == "carol"
 
 
 def test_bad_token_is_401_and_never_echoed(memory_gateway):
     """A token with a bad signature is refused 401 and not repeated back."""
-    from rtgateway.testing import token_for
 
-    token = token_for(memory_gateway.config, "alice")
+    token = memory_gateway.token("alice")
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     client = memory_gateway.connect(None, token=forged)
     memory_gateway.flush()
@@ -475,9 +472,7 @@ def test_connection_events_are_logged_without_the_token(memory_gateway):
     """Open, close and auth failure each log one event with ids, never the token."""
     from twisted.logger import capturedLogs
 
-    from rtgateway.testing import token_for
-
-    token = token_for(memory_gateway.config, "dave")
+    token = memory_gateway.token("dave")
     with capturedLogs() as events:
         client = open_client(memory_gateway, None, token=token)
         call(memory_gateway, client, "session.close", {})

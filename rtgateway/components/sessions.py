@@ -88,6 +88,10 @@ KICK_PARAMS = {
     "additionalProperties": False,
 }
 EMPTY_RESULT = {"type": "object", "additionalProperties": False}
+#: The store keeps a detached session this much longer than the resume
+#: window, so that the gateway's own timer ends it (with its analytics and
+#: listeners) before the store forgets it; resume checks the window itself.
+STORE_GRACE_MS = 60_000
 
 
 def token_digest(token: str) -> str:
@@ -249,7 +253,7 @@ class SessionsComponent(Service):
         if local.released:
             return
         now_ms = self._now_ms()
-        window_ms = int(self._config.session.resume_window_s * 1000)
+        window_ms = int(self._config.session.resume_window_s * 1000) + STORE_GRACE_MS
         d = Deferred.fromCoroutine(
             self._persist_detach(local, connection, positions, now_ms, window_ms)
         )
@@ -325,6 +329,12 @@ class SessionsComponent(Service):
             raise NotFound("no session for this resume token (expired or ended)")
         if record.player_id != caller.principal.player_id:
             raise Forbidden("this session belongs to another player")
+        window_ms = self._config.session.resume_window_s * 1000
+        if (
+            record.detached_ms is not None
+            and self._now_ms() - record.detached_ms > window_ms
+        ):
+            raise NotFound("no session for this resume token (expired or ended)")
         kicked_ms = await self._store.kicked_at(record.player_id)
         if kicked_ms is not None and record.created_ms <= kicked_ms:
             raise NotFound("this session was ended by an administrator")

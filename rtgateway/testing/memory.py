@@ -92,6 +92,16 @@ class RecordingClient(WebSocketClientProtocol):
         self.close_code = code
         self.close_reason = reason
 
+    def notifications(self, method: str | None = None) -> list[dict[str, Any]]:
+        """Notifications received so far (of one method, if given)."""
+        return [
+            m
+            for m in self.received
+            if isinstance(m, dict)
+            and "id" not in m
+            and (method is None or m.get("method") == method)
+        ]
+
     def send(self, document: Any) -> None:
         """Encode ``document`` with the negotiated codec and send it."""
         codec = CODECS.get(self.websocket_protocol_in_use or "", JSON)
@@ -115,6 +125,7 @@ class MemoryGateway:
         self.gateway = Gateway(self.config, self.clock, listen=False, backends=backends)
         self.gateway.startService()
         self.pumps: list[IOPump] = []
+        self._ids = 0
 
     def stop(self) -> None:
         self.gateway.stopService()
@@ -135,7 +146,7 @@ class MemoryGateway:
         header; pass ``sub=None`` and no token for an anonymous attempt.
         """
         if token is None and sub is not None:
-            token = token_for(self.config, sub)
+            token = self.token(sub)
         headers = dict(headers or {})
         if token is not None:
             headers.setdefault("Authorization", f"Bearer {token}")
@@ -167,6 +178,41 @@ class MemoryGateway:
         if isinstance(results[0], Failure):
             results[0].raiseException()
         return results[0]
+
+    def token(self, sub: str, **kwargs: Any) -> str:
+        """A token for ``sub`` valid on this gateway's clock."""
+        kwargs.setdefault("now", self.clock.seconds())
+        return token_for(self.config, sub, **kwargs)
+
+    def open(self, sub: str | None = "alice", **kwargs: Any) -> RecordingClient:
+        """:meth:`connect` and complete the handshake and welcome."""
+        client = self.connect(sub, **kwargs)
+        self.flush()
+        return client
+
+    def call(
+        self, client: RecordingClient, method: str, params: Any = None
+    ) -> dict[str, Any]:
+        """Send a request and return the response to it (not its result)."""
+        self._ids += 1
+        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": self._ids}
+        if params is not None:
+            request["params"] = params
+        client.send(request)
+        self.flush()
+        for message in client.received:
+            if (
+                isinstance(message, dict)
+                and message.get("id") == self._ids
+                and ("result" in message or "error" in message)
+            ):
+                return message
+        raise AssertionError(f"no response to {method}: {client.received[-5:]}")
+
+    def drop(self, client: RecordingClient) -> None:
+        """Cut a client's connection without a closing handshake."""
+        client.transport.abortConnection()
+        self.flush()
 
     def flush(self) -> None:
         """Move every pending byte between every client and the gateway."""
