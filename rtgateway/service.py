@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import (
     FilteringLogObserver,
@@ -148,6 +148,19 @@ class Gateway(MultiService):
                 endpoint, self.site, self.factory, config.shutdown.drain_timeout_s
             )
             self.listener.setServiceParent(self)
+
+    def stopService(self) -> Deferred:
+        """Stop the children one after the other, in reverse order.
+
+        ``MultiService`` would stop them all at once: the backends would go
+        while connections are still draining and sessions still detaching.
+        """
+        super(MultiService, self).stopService()
+        return Deferred.fromCoroutine(self._stop_in_order())
+
+    async def _stop_in_order(self) -> None:
+        for service in reversed(list(self)):
+            await maybeDeferred(service.stopService)
 
     def readiness(self) -> dict[str, bool]:
         """Named checks; the gateway is ready when all are true."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -36,7 +36,7 @@ from rtgateway.broker import Broker
 from rtgateway.interfaces import ISessionManager
 from rtgateway.router import Router
 from rtgateway.wire import closecodes
-from rtgateway.wire.errors import Forbidden, NotFound
+from rtgateway.wire.errors import Forbidden, NotFound, Unavailable
 
 PROTOCOL_VERSION = 1
 
@@ -88,6 +88,7 @@ KICK_PARAMS = {
     "additionalProperties": False,
 }
 EMPTY_RESULT = {"type": "object", "additionalProperties": False}
+METHODS = ("session.resume", "session.refresh", "session.close", "admin.kick")
 #: The store keeps a detached session this much longer than the resume
 #: window, so that the gateway's own timer ends it (with its analytics and
 #: listeners) before the store forgets it; resume checks the window itself.
@@ -144,6 +145,8 @@ class SessionsComponent(Service):
         self._by_connection: dict[str, LocalSession] = {}
         self._expiries: dict[str, IDelayedCall] = {}
         self._listeners: list[Any] = []
+        #: Session work still writing to the store; stopping waits for it.
+        self._pending: set[Deferred] = set()
 
     # -- service -------------------------------------------------------------
 
@@ -186,19 +189,25 @@ class SessionsComponent(Service):
             self._log_failure, "joining {own}", CONTROL_CHANNEL
         )
 
-    def stopService(self) -> None:
-        for name in (
-            "session.resume",
-            "session.refresh",
-            "session.close",
-            "admin.kick",
-        ):
+    def stopService(self) -> Deferred:
+        for name in METHODS:
             self._router.unregister(name)
         for call in self._expiries.values():
             if call.active():
                 call.cancel()
         self._expiries.clear()
         super().stopService()
+        return DeferredList(list(self._pending))
+
+    def _track(self, d: Deferred) -> Deferred:
+        """Keep ``d`` until it fires, so that stopping can wait for it."""
+        self._pending.add(d)
+
+        def done(result: Any) -> Any:
+            self._pending.discard(d)
+            return result
+
+        return d.addBoth(done)
 
     def add_listener(self, listener: Any) -> None:
         """Tell ``listener`` of sessions attached, detached and ended.
@@ -254,8 +263,10 @@ class SessionsComponent(Service):
             return
         now_ms = self._now_ms()
         window_ms = int(self._config.session.resume_window_s * 1000) + STORE_GRACE_MS
-        d = Deferred.fromCoroutine(
-            self._persist_detach(local, connection, positions, now_ms, window_ms)
+        d = self._track(
+            Deferred.fromCoroutine(
+                self._persist_detach(local, connection, positions, now_ms, window_ms)
+            )
         )
         d.addCallback(self._detached, local, now_ms, close_code)
         d.addErrback(self._log_failure, "detaching session {own}", local.session_id)
@@ -559,7 +570,10 @@ class SessionsComponent(Service):
         return int(self._clock.seconds() * 1000)
 
     def _log_failure(self, failure: Any, what: str, own: str) -> None:
-        self.log.failure(what, failure=failure, own=own)
+        if failure.check(Unavailable):
+            self.log.warn(what + " failed: the backend is unavailable", own=own)
+        else:
+            self.log.failure(what, failure=failure, own=own)
 
 
 def _cancel(calls: Iterable[IDelayedCall]) -> None:

@@ -42,6 +42,9 @@ def toml_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        pairs = (f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items())
+        return "{ " + ", ".join(pairs) + " }"
     raise TypeError(f"no TOML form for {value!r}")
 
 
@@ -50,7 +53,9 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
     lines = []
     for section, keys in sections.items():
         lines.append(f"[{section}]")
-        lines.extend(f"{key} = {toml_value(value)}" for key, value in keys.items())
+        lines.extend(
+            f"{json.dumps(key)} = {toml_value(value)}" for key, value in keys.items()
+        )
         lines.append("")
     path.write_text("\n".join(lines))
     return path
