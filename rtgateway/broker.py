@@ -32,7 +32,10 @@ from rtgateway.events import EventRegistry, EventType
 from rtgateway.fanout import SharedMessage
 from rtgateway.metrics import GatewayMetrics
 from rtgateway.topics import TopicPolicy, topic_error
-from rtgateway.wire.errors import InvalidParams
+from rtgateway.wire.errors import InvalidParams, Unavailable
+
+#: Seconds between attempts to fill a gap while the history is unreachable.
+REPAIR_RETRY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -334,11 +337,7 @@ class Broker:
         """Fill a gap from history, holding live events meanwhile."""
         if stream.held is None:
             stream.held = []
-        since = Position(stream.top, stream.epoch)
-        self._metrics.stream_repairs.inc()
-        d = self._history.read(stream.topic, since, self._max_replay)
-        d.addCallback(self._repaired, stream)
-        d.addErrback(self._repair_failed, stream)
+        self._read_gap(stream)
 
     def _repaired(self, replay: Any, stream: _Stream) -> None:
         if replay.recovered:
@@ -351,10 +350,31 @@ class Broker:
         self._release(stream)
 
     def _repair_failed(self, failure: Any, stream: _Stream) -> None:
+        """Keep holding and retry while the history is out of reach.
+
+        Delivering what is held now would skip the gap for good; while the
+        backend is down little arrives to be held anyway.
+        """
+        if failure.check(Unavailable):
+            self.log.warn(
+                "history unavailable to repair {topic}; retrying", topic=stream.topic
+            )
+            self._clock.callLater(REPAIR_RETRY_S, self._read_gap, stream)
+            return
         self.log.failure(
             "repairing {topic} from history failed", failure=failure, topic=stream.topic
         )
         self._release(stream)
+
+    def _read_gap(self, stream: _Stream) -> None:
+        if self._streams.get(stream.topic) is not stream:
+            return
+        self._metrics.stream_repairs.inc()
+        d = self._history.read(
+            stream.topic, Position(stream.top, stream.epoch), self._max_replay
+        )
+        d.addCallback(self._repaired, stream)
+        d.addErrback(self._repair_failed, stream)
 
     def _release(self, stream: _Stream) -> None:
         held, stream.held = stream.held or [], None

@@ -210,7 +210,7 @@ def test_gateway_without_subscribers_receives_no_topic_traffic(cluster):
     subscriber, publisher = Player(gw_b.url, "sub"), Player(gw_a.url, "pub")
     subscriber.call("pubsub.subscribe", {"topic": "chat.quiet"})
     before = gw_idle.metric("rtgateway_bus_messages_received_total")
-    for i in range(20):
+    for _ in range(20):
         publisher.call(
             "pubsub.publish", {"topic": "chat.quiet", "type": "chat.line", "data": {}}
         )

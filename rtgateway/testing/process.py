@@ -99,7 +99,7 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
-        """Start the process and return once ``/healthz`` answers."""
+        """Start the process and return once ``/readyz`` says it is ready."""
         env = {**os.environ, **(self._env or {})}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -120,10 +120,11 @@ class GatewayProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited at start:\n{self.log()}")
             try:
-                self.get("/healthz")
-                return self
+                if self.get("/readyz")[0] == 200:
+                    return self
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"gateway did not become healthy:\n{self.log()}")
 
