@@ -1,0 +1,85 @@
+"""The cluster backends: sessions, topic history and the bus in Redis.
+
+``[backend] kind = "redis"`` makes every gateway of a cluster share one
+Redis (txredisapi): any gateway can load and resume any session, replay any
+topic, and reach the others through pub/sub. :class:`RedisBackends` holds
+two connections per gateway, each re-established by itself with backoff:
+the command connection (:mod:`.client`) and the subscriber connection of the
+bus (:mod:`.bus`). Every call is bounded by ``call_timeout_s`` and fails
+with :class:`~rtgateway.wire.errors.Unavailable` when Redis is down or does
+not answer in time.
+
+Sharding: every key belongs to one session, topic or player and carries it
+as a ``{hash tag}``. The session scripts also touch the resume-digest key,
+which has its own tag because a resume token only names its digest; so they
+need the session and its digest on one server (true of one Redis, or of
+client-side sharding that places digest keys with their sessions).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from zope.interface import implementer
+
+from rtgateway.backends.interfaces import IBackends
+from rtgateway.backends.redis.bus import RedisBus
+from rtgateway.backends.redis.client import RedisClient
+from rtgateway.backends.redis.history import RedisHistory
+from rtgateway.backends.redis.sessions import RedisSessionStore
+from rtgateway.backends.redis.target import RedisTarget, parse_redis_url
+
+if TYPE_CHECKING:
+    from rtgateway.config import BackendConfig
+
+__all__ = ["RedisBackends", "RedisTarget", "parse_redis_url"]
+
+
+@implementer(IBackends)
+class RedisBackends(Service):
+    """The Redis session store, history and bus of one gateway.
+
+    ``clock`` bounds every call; the connections are made with ``reactor``,
+    by default the clock itself when it can make TCP connections (in
+    production both are the reactor).
+    """
+
+    name = "backends"
+
+    def __init__(
+        self,
+        config: BackendConfig,
+        gateway_id: str,
+        clock: IReactorTime,
+        reactor: Any = None,
+    ) -> None:
+        self._target = parse_redis_url(config.redis_url)
+        self._reactor = reactor
+        if reactor is None and IReactorTCP.providedBy(clock):
+            self._reactor = clock
+        timeout = config.call_timeout_s
+        self.client = RedisClient(self._target, timeout, clock, f"rtgw:{gateway_id}")
+        self.sessions = RedisSessionStore(self.client)
+        self.history = RedisHistory(self.client)
+        self.bus = RedisBus(
+            self._target, self.client, timeout, clock, f"rtgw:{gateway_id}:bus"
+        )
+
+    def startService(self) -> None:
+        super().startService()
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor  # txredisapi's reactor too
+        self.client.start(reactor)
+        self.bus.start(reactor)
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        closed = DeferredList([self.bus.stop(), self.client.stop()], consumeErrors=True)
+        return closed.addCallback(lambda _: None)
+
+    def ready(self) -> bool:
+        return self.client.connected and self.bus.connected
