@@ -193,6 +193,18 @@ class BackendConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PresenceConfig:
+    """Bounds of presence calls, and how fast a dead gateway's players go offline."""
+
+    max_players: int = key(500, positive)
+    max_watch: int = key(1000, positive)
+    zone_page_size: int = key(100, positive)
+    zone_page_max: int = key(1000, positive)
+    gateway_ttl_s: float = key(30.0, positive)
+    reap_interval_s: float = key(10.0, positive)
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     """Text for people at a terminal, JSON for log shippers."""
 
@@ -227,6 +239,7 @@ class Config:
     session: SessionConfig = field(default_factory=SessionConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    presence: PresenceConfig = field(default_factory=PresenceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)

@@ -30,6 +30,7 @@ from rtgateway.analytics import SessionAnalytics
 from rtgateway.auth import Authenticator
 from rtgateway.backends import build_backends
 from rtgateway.broker import Broker
+from rtgateway.components.presence import PresenceComponent
 from rtgateway.components.pubsub import PubSubComponent
 from rtgateway.components.sessions import SessionsComponent
 from rtgateway.components.system import SystemComponent
@@ -113,6 +114,16 @@ class Gateway(MultiService):
             store=self.backends.sessions,
             max_subscriptions=config.limits.max_subscriptions,
         )
+        self.presence = PresenceComponent(
+            router=self.router,
+            broker=self.broker,
+            events=self.events,
+            sessions=self.sessions,
+            store=self.backends.presence,
+            session_store=self.backends.sessions,
+            config=config,
+            clock=reactor,
+        )
         self.system = SystemComponent(self.router, self.events, reactor)
         self.factory = GatewayFactory(
             config=config,
@@ -138,7 +149,13 @@ class Gateway(MultiService):
             timeout=config.limits.handshake_timeout_s,
             clock=reactor,
         )
-        children = [self.backends, self.sessions, self.pubsub, self.system]
+        children = [
+            self.backends,
+            self.sessions,
+            self.pubsub,
+            self.presence,
+            self.system,
+        ]
         children += [load_component(name, self) for name in config.components.extra]
         for child in children:
             child.setServiceParent(self)

@@ -183,6 +183,92 @@ class IBackends(Interface):
     sessions = Attribute("The :class:`ISessionStore`.")
     history = Attribute("The :class:`ITopicHistory`.")
     bus = Attribute("The :class:`IBus`.")
+    presence = Attribute("The :class:`IPresenceStore`.")
 
     def ready():
         """True while every backend can serve calls (for /readyz)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRecord:
+    """What is known of a player's presence (the full view, before privacy).
+
+    ``status`` is what the player chose (online, away, busy, invisible);
+    ``online`` whether any of its sessions is live; ``last_seen_ms`` when it
+    was last seen going offline or invisible (None: never).
+    """
+
+    player_id: str
+    online: bool = False
+    status: str = "online"
+    zone: str | None = None
+    region: str | None = None
+    activity: str | None = None
+    last_seen_ms: int | None = None
+
+    @property
+    def visible(self) -> bool:
+        """Whether others see the player online (and its zone)."""
+        return self.online and self.status != "invisible"
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    """A presence before and after one store operation."""
+
+    before: PresenceRecord
+    after: PresenceRecord
+
+
+class IPresenceStore(Interface):
+    """Players' presence, zone memberships and the liveness of gateways.
+
+    A player is online while it has at least one live session; sessions are
+    counted per gateway, so that the sessions of a gateway that died can be
+    found and ended by the others. Zone membership lists only players that
+    others see online (visible); a zone's size is a counter, never a scan.
+    """
+
+    def connect(player_id, session_id, gateway_id):
+        """A session of the player is live on ``gateway_id``: a :class:`PresenceChange`.
+
+        Also used when a session moves to another gateway (resume): the
+        player then stays online, with no change seen by anyone.
+        """
+
+    def disconnect(player_id, session_id, last_seen_ms):
+        """The session ended: a :class:`PresenceChange`.
+
+        When it was the player's last live session, the player goes offline
+        with ``last_seen_ms`` and leaves its zone listing.
+        """
+
+    def update(player_id, changes, now_ms):
+        """Apply ``changes`` (status, zone, region, activity): a PresenceChange.
+
+        ``now_ms`` becomes ``last_seen_ms`` when an online player turns
+        invisible: others see it go offline at that moment.
+        """
+
+    def get(player_ids):
+        """Fires with ``{player_id: PresenceRecord}`` for every id asked."""
+
+    def zone(zone, cursor, limit):
+        """Fires with ``(count, player_ids, next_cursor)`` of a zone.
+
+        Players are listed in id order, at most ``limit`` after ``cursor``
+        (a player id, or None from the start); ``next_cursor`` is None at the
+        end; ``count`` is the zone's size, read from a counter.
+        """
+
+    def gateway_alive(gateway_id, ttl_ms):
+        """This gateway is alive for ``ttl_ms`` more; call it well within that."""
+
+    def claim_dead_gateways():
+        """Fires with ``[(player_id, session_id)]`` of gateways that died.
+
+        A gateway whose liveness expired (it crashed, or stopped and its
+        players did not come back elsewhere) is claimed by exactly one
+        caller, which must then :meth:`disconnect` those sessions. Sessions
+        that moved to a live gateway are not listed.
+        """

@@ -30,6 +30,7 @@ from rtgateway.backends.interfaces import (
     StoredEvent,
 )
 from rtgateway.backends.keys import topic_channel
+from rtgateway.backends.memory_presence import MemoryPresenceStore, PresenceHub
 
 
 def new_epoch() -> str:
@@ -60,6 +61,7 @@ class MemoryHub:
         self.kicks: dict[str, int] = {}
         self.topics: dict[str, _TopicLog] = {}
         self.channels: dict[str, set[MemoryBus]] = {}
+        self.presence = PresenceHub()
 
 
 @implementer(IBus)
@@ -272,7 +274,7 @@ class MemorySessionStore:
 
 @implementer(IBackends)
 class MemoryBackends(Service):
-    """The memory session store, history and bus of one gateway."""
+    """The memory session store, history, bus and presence of one gateway."""
 
     name = "backends"
 
@@ -281,6 +283,7 @@ class MemoryBackends(Service):
         self.bus = MemoryBus(self.hub)
         self.history = MemoryHistory(self.hub, self.bus, clock)
         self.sessions = MemorySessionStore(self.hub, clock)
+        self.presence = MemoryPresenceStore(self.hub.presence, clock)
 
     def ready(self) -> bool:
         return True

@@ -112,7 +112,10 @@ class PubSubComponent(Service):
         local = self._local(caller)
         topic = params["topic"]
         config = self._broker.policy.authorize(caller.principal, "subscribe", topic)
-        if topic not in local.topics and len(local.topics) >= self._max_subscriptions:
+        if (
+            topic not in local.topics
+            and self._counted(local) >= self._max_subscriptions
+        ):
             raise topic_error(f"at most {self._max_subscriptions} subscriptions")
         since = params.get("since")
         position = Position(since["offset"], since["epoch"]) if since else None
@@ -141,6 +144,11 @@ class PubSubComponent(Service):
         return await self._broker.publish(
             caller.principal, params["topic"], params["type"], params["data"]
         )
+
+    @staticmethod
+    def _counted(local: Any) -> int:
+        """Subscriptions under the bound; watched players have their own."""
+        return sum(1 for topic in local.topics if not topic.startswith("presence."))
 
     def _local(self, caller: Any) -> Any:
         local = self._sessions.local(caller)
