@@ -26,13 +26,23 @@ prints ``listening`` once the port is open.
 from __future__ import annotations
 
 import argparse
+import os
+import select
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 from bench.reactors import REACTORS, install
+from rtgateway.testing.process import free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 MODES = ("echo", "broadcast", "broadcast-raw")
 #: The gateway's default message bound, so both servers parse alike.
 MAX_MESSAGE_BYTES = 65536
+#: Both servers under test listen with this backlog (Twisted's default is 50).
+LISTEN_BACKLOG = 1024
 
 
 def _server_factory(mode: str):
@@ -92,10 +102,71 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.internet import reactor
 
     reactor.listenTCP(
-        options.port, _server_factory(options.mode), backlog=4096, interface="127.0.0.1"
+        options.port,
+        _server_factory(options.mode),
+        backlog=LISTEN_BACKLOG,
+        interface="127.0.0.1",
     )
     print("listening", flush=True)
     reactor.run()
+
+
+class BaselineProcess:
+    """The baseline server in a child process on a free loopback port."""
+
+    #: No authentication: load processes send no token.
+    secret = None
+
+    def __init__(self, mode: str = "echo", reactor: str = "epoll") -> None:
+        self.port = free_port()
+        self.mode = mode
+        self.reactor = reactor
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def start(self, timeout: float = 20.0) -> BaselineProcess:
+        """Start the server and return once it listens."""
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.baseline",
+                f"--port={self.port}",
+                f"--mode={self.mode}",
+                f"--reactor={self.reactor}",
+            ],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            stdout=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.process.stdout], [], [], 0.1)
+            if ready and self.process.stdout.readline().startswith(b"listening"):
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError("the baseline server exited at start")
+        self.stop()
+        raise RuntimeError(f"the baseline server did not listen in {timeout} s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL what does not exit in time."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+        self.process.stdout.close()
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def test_zone_events_and_paged_listing(gateway):
     observer = gateway.open("observer")
     gateway.call(observer, "pubsub.subscribe", {"topic": "zone.forest"})
     players = [gateway.open(f"p{i}") for i in range(5)]
-    for i, client in enumerate(players):
+    for client in players:
         gateway.call(client, "presence.set", {"zone": "forest"})
     joined = [n["params"]["data"] for n in observer.notifications("zone.joined")]
     assert [j["player_id"] for j in joined] == [f"p{i}" for i in range(5)]
