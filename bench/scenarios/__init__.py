@@ -1,0 +1,26 @@
+"""The registry of scenarios: the one place a new scenario is added.
+
+A scenario is a module with ``SUMMARY`` (one line for ``--help``),
+``add_arguments(parser)`` for its own options, and ``run(options)``, which
+returns ``{"cases": [...], "notes": [...]}`` built with
+:func:`bench.report.case_result`. The command line, the table and the JSON
+file come for free. ``fanout``, ``presence`` and ``state`` join here when the
+gateway has pub/sub, presence and state.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+SCENARIOS = {
+    "rpc": "bench.scenarios.rpc",
+    "connections": "bench.scenarios.connections",
+    "reactors": "bench.scenarios.reactors",
+    "codecs": "bench.scenarios.codecs",
+}
+
+
+def load(name: str) -> ModuleType:
+    """The module of scenario ``name``."""
+    return importlib.import_module(SCENARIOS[name])

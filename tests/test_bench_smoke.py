@@ -1,0 +1,122 @@
+"""The benchmark suite runs end to end at its smallest sizes.
+
+Each scenario runs as ``python -m bench SCENARIO --tiny --runs 1`` from the
+repository root, as a developer would run it, and its JSON results are
+checked for shape only: the figures exist and are positive numbers. No
+timing is asserted; this machine is too noisy for that, and the figures
+belong in docs/benchmarks.rst, not in a test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(scenario: str, tmp_path: Path, *extra: str) -> dict:
+    """Run one scenario at its smallest; its JSON results."""
+    results = tmp_path / f"{scenario}.json"
+    command = [sys.executable, "-m", "bench", scenario, "--tiny", "--runs", "1"]
+    completed = subprocess.run(
+        [*command, "--json", str(results), *extra],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "median" in completed.stdout
+    document = json.loads(results.read_text())
+    assert document["scenario"] == scenario
+    assert document["runs"] == 1
+    assert document["machine"]["cores"] >= 1
+    assert document["cases"]
+    return document
+
+
+def figures(document: dict, target: str) -> list[dict[str, dict[str, float]]]:
+    """The summary of ``target`` in every case, checked to be numbers >= 0."""
+    summaries = []
+    for case in document["cases"]:
+        assert case["name"] and case["figures"]
+        summary = case["summary"][target]
+        for stats in summary.values():
+            assert set(stats) == {"median", "min", "max"}
+            assert all(math.isfinite(v) and v >= 0 for v in stats.values())
+            assert stats["min"] <= stats["median"] <= stats["max"]
+        summaries.append(summary)
+    return summaries
+
+
+def assert_positive(summary: dict, *keys: str) -> None:
+    for key in keys:
+        assert summary[key]["median"] > 0, key
+
+
+def test_rpc_reports_throughput_latency_and_cpu_for_both_servers(tmp_path):
+    """rpc measures every case on the gateway and the baseline, with ratios."""
+    document = run_bench("rpc", tmp_path)
+    assert len(document["cases"]) == 6
+    for target in ("gateway", "baseline"):
+        for summary in figures(document, target):
+            assert_positive(
+                summary, "messages_per_s", "latency_p50_ms", "server_cpu_us_per_msg"
+            )
+    for case in document["cases"]:
+        assert case["ratio"]["gateway"]["messages_per_s"] > 0
+        assert all(run["errors"] == 0 for run in case["runs"]["gateway"])
+
+
+def test_connections_reports_rate_memory_and_idle_cpu(tmp_path):
+    """connections measures opening and memory on both servers, idle CPU on one."""
+    document = run_bench("connections", tmp_path)
+    (gateway,) = figures(document, "gateway")
+    (baseline,) = figures(document, "baseline")
+    assert_positive(gateway, "open_per_s", "rss_after_mib", "heartbeat_cpu_us")
+    assert_positive(baseline, "open_per_s", "rss_after_mib")
+    assert "heartbeat_cpu_us" not in baseline
+    assert document["cases"][0]["ratio"]["gateway"]["open_per_s"] > 0
+
+
+def test_connections_max_climbs_and_says_why_it_stopped(tmp_path):
+    """connections --max climbs in steps and names the limit that stopped it."""
+    document = run_bench(
+        "connections", tmp_path, "--max", "--step", "10", "--max-rss-mb", "1"
+    )
+    assert document["max_connections"] == 10
+    assert "max-rss-mb" in document["stopped_because"]
+    (step,) = figures(document, "gateway")
+    assert_positive(step, "open_per_s", "rss_after_mib", "gateway_files")
+
+
+def test_reactors_compares_each_reactor_with_its_own_baseline(tmp_path):
+    """reactors runs the pipelined case on every available reactor."""
+    document = run_bench("reactors", tmp_path)
+    reactors = [case["params"]["reactor"] for case in document["cases"]]
+    assert reactors[:2] == ["epoll", "asyncio"]
+    for summary in figures(document, "gateway"):
+        assert_positive(summary, "messages_per_s")
+
+
+def test_codecs_times_every_codec_on_every_message(tmp_path):
+    """codecs times encode and decode of each message with each codec."""
+    document = run_bench("codecs", tmp_path)
+    for case in document["cases"]:
+        assert set(case["summary"]) == {
+            "orjson",
+            "json",
+            "cbor2",
+            "rtgw-json",
+            "rtgw-cbor",
+        }
+        for summary in case["summary"].values():
+            assert_positive(summary, "encode_ns", "decode_ns", "size_bytes")
