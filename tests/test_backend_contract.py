@@ -4,7 +4,7 @@ Each test runs once per backend factory. The memory backends run on a
 ``task.Clock``; the Redis ones against a real ``redis-server`` (one per
 module) on the real reactor, with short real windows where time must pass.
 The last section pins down how the Redis backends keep the contract
-(batching, key expiry, reply parsing).
+(batching, key expiry, reply parsing, presence keys and claims).
 """
 
 from __future__ import annotations
@@ -24,16 +24,30 @@ from rtgateway.backends.interfaces import (
     IBackends,
     IBus,
     IBusHandler,
+    IPresenceStore,
     ISessionStore,
     ITopicHistory,
     Position,
+    PresenceChange,
+    PresenceRecord,
     Replay,
     SessionRecord,
 )
 from rtgateway.backends.keys import topic_channel
 from rtgateway.backends.memory import MemoryBackends, MemoryHub, envelope
 from rtgateway.backends.redis import RedisBackends
-from rtgateway.backends.redis.keyspace import digest_key, session_key, topic_meta_key
+from rtgateway.backends.redis.keyspace import (
+    GATEWAYS_KEY,
+    digest_key,
+    gateway_alive_key,
+    gateway_claim_key,
+    gateway_sessions_key,
+    presence_key,
+    presence_sessions_key,
+    session_key,
+    topic_meta_key,
+)
+from rtgateway.backends.redis.presence import CLAIM, DRAIN, DRAIN_BATCH
 from rtgateway.backends.redis.resp import INCOMPLETE, ReplyReader
 from rtgateway.config import BackendConfig
 from rtgateway.testing.redis import RedisServer
@@ -197,6 +211,7 @@ async def test_backends_provide_their_interfaces(harness):
     assert verifyObject(ISessionStore, backends.sessions)
     assert verifyObject(ITopicHistory, backends.history)
     assert verifyObject(IBus, backends.bus)
+    assert verifyObject(IPresenceStore, backends.presence)
     assert verifyObject(IBusHandler, backends.bus.handler)
     assert backends.ready() is True
 
@@ -652,6 +667,332 @@ async def test_many_subscribers_one_publication(harness):
         assert received == [b"%d" % n for n in range(50)]
 
 
+# -- presence
+
+
+def offline(player_id: str, **fields) -> PresenceRecord:
+    """A player's record while none of its sessions lives."""
+    return PresenceRecord(player_id, **fields)
+
+
+def online(player_id: str, **fields) -> PresenceRecord:
+    """A player's record while a session of it lives."""
+    return PresenceRecord(player_id, online=True, **fields)
+
+
+async def zone_members(presence, zone: str) -> list[str]:
+    """A whole (small) zone listing, checked to fit in one page."""
+    count, ids, cursor = await presence.zone(zone, None, 1000)
+    assert cursor is None and count == len(ids)
+    return ids
+
+
+async def claim_until_found(harness, stores, timeout_ms: int = 5000):
+    """Claim from every store at once until a claim finds something.
+
+    Time passes between rounds (the memory clock, or real time for Redis),
+    bounded by ``timeout_ms``. Returns each store's claim of that round.
+    """
+    waited = 0
+    while True:
+        claims = await gatherResults([s.claim_dead_gateways() for s in stores])
+        if any(claims):
+            return claims
+        assert waited < timeout_ms, "no gateway was claimed in time"
+        await harness.elapse(50)
+        waited += 50
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_makes_player_online(harness):
+    """connect() fires with the record before and after: online, nothing else."""
+    presence = harness.backends.presence
+    change = await presence.connect("p1", "s1", "gw-a")
+    assert change == PresenceChange(offline("p1"), online("p1"))
+    assert await presence.get(["p1"]) == {"p1": online("p1")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_online_while_any_session_lives(harness):
+    """Online while any session lives; offline, with last_seen, after the last."""
+    presence = harness.backends.presence
+    await presence.connect("p1", "s1", "gw-a")
+    second = await presence.connect("p1", "s2", "gw-b")
+    assert second == PresenceChange(online("p1"), online("p1"))
+    first_gone = await presence.disconnect("p1", "s1", 1000)
+    assert first_gone == PresenceChange(online("p1"), online("p1"))
+    last_gone = await presence.disconnect("p1", "s2", 2000)
+    assert last_gone == PresenceChange(online("p1"), offline("p1", last_seen_ms=2000))
+    again = await presence.disconnect("p1", "s2", 3000)
+    assert again.before == again.after == offline("p1", last_seen_ms=2000)
+    assert await presence.get(["p1"]) == {"p1": offline("p1", last_seen_ms=2000)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_of_unknown_session_changes_nothing(harness):
+    """Ending a session the store never saw leaves every player as it was."""
+    presence = harness.backends.presence
+    never = await presence.disconnect("ghost", "s9", 1000)
+    assert never == PresenceChange(offline("ghost"), offline("ghost"))
+    await presence.connect("p1", "s1", "gw-a")
+    other = await presence.disconnect("p1", "s-other", 1000)
+    assert other == PresenceChange(online("p1"), online("p1"))
+    assert await presence.get(["ghost", "p1"]) == {
+        "ghost": offline("ghost"),
+        "p1": online("p1"),
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconnect_keeps_fields_and_last_seen(harness):
+    """A player back online keeps its status, zone and last_seen_ms."""
+    presence = harness.backends.presence
+    await presence.connect("p1", "s1", "gw-a")
+    await presence.update("p1", {"status": "busy", "zone": "z1"}, 500)
+    await presence.disconnect("p1", "s1", 1000)
+    assert await zone_members(presence, "z1") == []
+    back = await presence.connect("p1", "s2", "gw-b")
+    assert back.before == offline("p1", status="busy", zone="z1", last_seen_ms=1000)
+    assert back.after == online("p1", status="busy", zone="z1", last_seen_ms=1000)
+    assert await zone_members(presence, "z1") == ["p1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_moves_session_between_gateways(harness):
+    """A session connected again on another gateway moves: no change, one session."""
+    presence = harness.backends.presence
+    await presence.connect("p1", "s1", "gw-a")
+    moved = await presence.connect("p1", "s1", "gw-b")
+    assert moved == PresenceChange(online("p1"), online("p1"))
+    # One session only: its end takes the player offline.
+    gone = await presence.disconnect("p1", "s1", 1000)
+    assert gone.after == offline("p1", last_seen_ms=1000)
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_each_field(harness):
+    """status, zone, region and activity are set and cleared one by one."""
+    presence = harness.backends.presence
+    await presence.connect("p1", "s1", "gw-a")
+    expected = online("p1")
+    for changes in (
+        {"status": "away"},
+        {"zone": "forest"},
+        {"region": "eu-west"},
+        {"activity": "fishing 🎣"},
+        {"status": "busy", "region": ""},
+        {"zone": None},
+        {"region": None, "activity": None},
+        {"status": "online", "zone": "", "activity": ""},
+        {},
+    ):
+        change = await presence.update("p1", changes, 100)
+        assert change.before == expected
+        expected = replace(expected, **changes)
+        assert change.after == expected
+        assert await presence.get(["p1"]) == {"p1": expected}
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_of_offline_player(harness):
+    """An offline player's changes are kept, unlisted, until it comes online."""
+    presence = harness.backends.presence
+    change = await presence.update("p1", {"zone": "z1", "status": "away"}, 100)
+    assert change == PresenceChange(
+        offline("p1"), offline("p1", zone="z1", status="away")
+    )
+    assert await zone_members(presence, "z1") == []
+    hidden = await presence.update("p1", {"status": "invisible"}, 200)
+    assert hidden.after.last_seen_ms is None  # it was not seen going offline
+    await presence.update("p1", {"status": "away"}, 300)
+    await presence.connect("p1", "s1", "gw-a")
+    assert await zone_members(presence, "z1") == ["p1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_zone_listing_follows_moves(harness):
+    """Changing zone leaves the old listing and joins the new one; None leaves."""
+    presence = harness.backends.presence
+    await presence.connect("p1", "s1", "gw-a")
+    await presence.update("p1", {"zone": "z1"}, 100)
+    assert await zone_members(presence, "z1") == ["p1"]
+    await presence.update("p1", {"zone": "z2"}, 200)
+    assert await zone_members(presence, "z1") == []
+    assert await zone_members(presence, "z2") == ["p1"]
+    await presence.update("p1", {"status": "away", "activity": "afk"}, 300)
+    assert await zone_members(presence, "z2") == ["p1"]
+    await presence.update("p1", {"zone": None}, 400)
+    assert await zone_members(presence, "z2") == []
+    await presence.update("p1", {"zone": "z2"}, 500)
+    await presence.disconnect("p1", "s1", 600)
+    assert await zone_members(presence, "z2") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_invisible_leaves_zone_and_stamps_last_seen(harness):
+    """Turning invisible looks like going offline; visible again rejoins the zone."""
+    presence = harness.backends.presence
+    await presence.connect("p1", "s1", "gw-a")
+    await presence.update("p1", {"zone": "z1"}, 100)
+    hidden = await presence.update("p1", {"status": "invisible"}, 200)
+    assert hidden.after == online("p1", status="invisible", zone="z1", last_seen_ms=200)
+    assert not hidden.after.visible
+    assert await zone_members(presence, "z1") == []
+    # Already invisible: not seen going offline again.
+    still = await presence.update("p1", {"status": "invisible", "zone": "z2"}, 300)
+    assert still.after.last_seen_ms == 200
+    assert await zone_members(presence, "z2") == []
+    back = await presence.update("p1", {"status": "away"}, 400)
+    assert back.after == online("p1", status="away", zone="z2", last_seen_ms=200)
+    assert await zone_members(presence, "z2") == ["p1"]
+    await presence.update("p1", {"status": "invisible"}, 500)
+    gone = await presence.disconnect("p1", "s1", 600)
+    assert gone.after == offline("p1", status="invisible", zone="z2", last_seen_ms=600)
+    assert await zone_members(presence, "z2") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_zone_pages(harness):
+    """Pages in id order after the cursor; next cursor None at the end; exact count."""
+    presence = harness.backends.presence
+    ids = ["p-07", "p-02", "p-05", "p-01", "p-06", "p-03", "p-04"]
+    for n, player_id in enumerate(ids):
+        await presence.connect(player_id, f"s{n}", "gw-a")
+        await presence.update(player_id, {"zone": "z"}, 100)
+    await presence.connect("p-00", "s-x", "gw-a")  # online, in no zone
+    assert await presence.zone("z", None, 3) == (7, ["p-01", "p-02", "p-03"], "p-03")
+    assert await presence.zone("z", "p-03", 3) == (7, ["p-04", "p-05", "p-06"], "p-06")
+    assert await presence.zone("z", "p-06", 3) == (7, ["p-07"], None)
+    assert await presence.zone("z", "p-07", 3) == (7, [], None)
+    # A cursor need not be a member; a page that ends the zone has no next.
+    assert await presence.zone("z", "p-035", 4) == (
+        7,
+        ["p-04", "p-05", "p-06", "p-07"],
+        None,
+    )
+    assert await presence.zone("z", "", 1) == (7, ["p-01"], "p-01")
+    assert await presence.zone("z", None, 7) == (7, sorted(ids), None)
+    assert await presence.zone("z", None, 100) == (7, sorted(ids), None)
+    assert await presence.zone("nowhere", None, 10) == (0, [], None)
+    await presence.update("p-04", {"zone": "elsewhere"}, 200)
+    assert await presence.zone("z", "p-03", 1) == (6, ["p-05"], "p-05")
+
+
+@pytest_twisted.ensureDeferred
+async def test_zone_of_ten_thousand_players(harness):
+    """A 10,000-player zone: pages and counts without reading it all (timed)."""
+    presence = harness.backends.presence
+    ids = [f"player-{n:05d}" for n in range(10_000)]
+    shuffled = ids[::7] + [p for n, p in enumerate(ids) if n % 7]
+    for start in range(0, len(shuffled), 1000):
+        chunk = shuffled[start : start + 1000]
+        await gatherResults([presence.connect(p, "s-" + p, "gw-a") for p in chunk])
+        await gatherResults([presence.update(p, {"zone": "big"}, 1) for p in chunk])
+    await presence.zone("big", None, 1)  # Redis has the script
+    started = time.perf_counter()
+    count, page, cursor = await presence.zone("big", "player-05000", 100)
+    page_ms = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    counted, _, _ = await presence.zone("big", None, 1)
+    count_ms = (time.perf_counter() - started) * 1000
+    assert count == counted == 10_000
+    assert page == ids[5001:5101] and cursor == "player-05100"
+    print(
+        f"\n[{harness.name}] 10k zone: page of 100 {page_ms:.2f} ms, "
+        f"count {count_ms:.2f} ms"
+    )
+    walked, cursor = [], None
+    while True:
+        count, page, cursor = await presence.zone("big", cursor, 500)
+        walked += page
+        if cursor is None:
+            break
+    assert walked == ids
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_unknown_and_known_players(harness):
+    """get() answers every id asked: never-seen players offline, last_seen None."""
+    presence = harness.backends.presence
+    await presence.connect("p1", "s1", "gw-a")
+    await presence.update("p1", {"region": "eu"}, 1)
+    await presence.connect("p2", "s2", "gw-a")
+    await presence.disconnect("p2", "s2", 5000)
+    asked = ["p2", "nobody", "p1", *(f"x{n}" for n in range(497))]
+    found = await presence.get(asked)
+    assert list(found) == asked
+    assert found["p1"] == online("p1", region="eu")
+    assert found["p2"] == offline("p2", last_seen_ms=5000)
+    assert found["nobody"] == offline("nobody")
+    assert all(found[f"x{n}"] == offline(f"x{n}") for n in range(497))
+    assert await presence.get([]) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_dead_gateway_claimed_once(harness):
+    """A dead gateway is claimed by one caller, once; moved sessions are excluded."""
+    stores = [harness.backends.presence, (await harness.gateway()).presence]
+    presence = stores[0]
+    await presence.gateway_alive("gw-dead", 200)
+    await presence.gateway_alive("gw-live", 60_000)
+    await presence.connect("p1", "s1", "gw-dead")
+    await presence.connect("p2", "s2", "gw-dead")
+    await presence.connect("p2", "s3", "gw-live")
+    await presence.connect("p3", "s4", "gw-dead")
+    await presence.connect("p3", "s4", "gw-live")  # resumed elsewhere
+    await presence.connect("p|pipe", "s5", "gw-dead")
+    await presence.connect("p4", "s6", "gw-dead")
+    await presence.disconnect("p4", "s6", 10)  # ended normally
+    assert await gatherResults([s.claim_dead_gateways() for s in stores]) == [[], []]
+    claims = await claim_until_found(harness, stores)
+    claimed = [claim for claim in claims if claim]
+    assert len(claimed) == 1
+    assert sorted(claimed[0]) == [
+        ("gw-dead", "p1", "s1"),
+        ("gw-dead", "p2", "s2"),
+        ("gw-dead", "p|pipe", "s5"),
+    ]
+    await harness.elapse(100)
+    assert await gatherResults([s.claim_dead_gateways() for s in stores]) == [[], []]
+    # The claimer ends them: only players with no other session go offline.
+    for gateway_id, player_id, session_id in claimed[0]:
+        await presence.disconnect(player_id, session_id, 7000, gateway_id)
+    found = await presence.get(["p1", "p2", "p3", "p|pipe"])
+    assert found == {
+        "p1": offline("p1", last_seen_ms=7000),
+        "p2": online("p2"),
+        "p3": online("p3"),
+        "p|pipe": offline("p|pipe", last_seen_ms=7000),
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_from_a_gateway_spares_a_moved_session(harness):
+    """disconnect with a gateway id leaves a session that moved elsewhere alone."""
+    presence = harness.backends.presence
+    await presence.connect("p1", "s1", "gw-dead")
+    await presence.connect("p1", "s1", "gw-live")  # resumed elsewhere meanwhile
+    change = await presence.disconnect("p1", "s1", 500, "gw-dead")
+    assert change.before == change.after == online("p1")
+    gone = await presence.disconnect("p1", "s1", 600, "gw-live")
+    assert gone.after == offline("p1", last_seen_ms=600)
+
+
+@pytest_twisted.ensureDeferred
+async def test_refreshed_gateway_stays_alive(harness):
+    """A gateway that refreshes its liveness within the TTL is never claimed."""
+    presence = harness.backends.presence
+    assert await presence.gateway_alive("gw-a", 600) is False  # not known yet
+    await presence.connect("p1", "s1", "gw-a")
+    await harness.elapse(400)
+    assert await presence.gateway_alive("gw-a", 600) is True
+    await harness.elapse(400)  # past the first TTL, within the second
+    assert await presence.claim_dead_gateways() == []
+    assert (await presence.get(["p1"]))["p1"] == online("p1")
+    assert await claim_until_found(harness, [presence]) == [[("gw-a", "p1", "s1")]]
+    assert await presence.gateway_alive("gw-a", 600) is False  # presumed dead
+
+
 # -- Redis only: how the Redis backends keep the contract
 
 
@@ -661,6 +1002,13 @@ async def command_calls(backends, command: str) -> int:
         if line.startswith(f"cmdstat_{command}:"):
             return int(line.split("calls=")[1].split(",")[0])
     return 0
+
+
+async def script_calls(backends) -> int:
+    """Script calls served (EVALSHA, or EVAL after a NOSCRIPT)."""
+    return await command_calls(backends, "evalsha") + await command_calls(
+        backends, "eval"
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -755,3 +1103,136 @@ def test_reply_reader_handles_any_split():
         assert replies[:-1] == expected, cut
         assert isinstance(replies[-1], txredisapi.ResponseError)
         assert str(replies[-1]).startswith("NOSCRIPT")
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_presence_get_is_one_script(redis_harness):
+    """get() of 500 players is one script call, not a round trip per player."""
+    backends = redis_harness.backends
+    presence = backends.presence
+    players = [f"p{n}" for n in range(500)]
+    await presence.connect("p7", "s7", "gw-a")
+    await presence.get(players[:1])  # the script is loaded
+    scripts = await script_calls(backends)
+    started = time.perf_counter()
+    found = await presence.get(players)
+    took_ms = (time.perf_counter() - started) * 1000
+    assert await script_calls(backends) == scripts + 1
+    assert found["p7"] == PresenceRecord("p7", online=True) and len(found) == 500
+    print(f"\n[redis] get of 500 players: {took_ms:.2f} ms")
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_presence_keys_follow_sessions(redis_harness):
+    """Gateway sets follow a session that moves; None fields are absent fields."""
+    backends = redis_harness.backends
+    presence, execute = backends.presence, backends.client.execute
+    await presence.connect("p1", "s1", "gw-a")
+    await presence.connect("p1", "s1", "gw-b")
+    assert await execute("SMEMBERS", gateway_sessions_key("gw-a")) == []
+    assert await execute("SMEMBERS", gateway_sessions_key("gw-b")) == [b"p1|s1"]
+    assert await execute("HGETALL", presence_sessions_key("p1")) == [b"s1", b"gw-b"]
+    await presence.update("p1", {"zone": "z", "region": ""}, 1)
+    await presence.update("p1", {"zone": None}, 2)
+    fields = await execute("HGETALL", presence_key("p1"))
+    assert dict(zip(fields[::2], fields[1::2], strict=True)) == {
+        b"online": b"1",
+        b"region": b"",
+    }
+    await presence.disconnect("p1", "s1", 3)
+    assert await execute("EXISTS", gateway_sessions_key("gw-b")) == 0
+    assert await execute("EXISTS", presence_sessions_key("p1")) == 0
+    await presence.gateway_alive("gw-b", 5000)
+    assert 0 < await execute("PTTL", gateway_alive_key("gw-b")) <= 5000
+    assert await execute("SMEMBERS", GATEWAYS_KEY) == [b"gw-b"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_dead_gateway_drained_in_batches(redis_harness):
+    """A big dead gateway is claimed in one script and drained in bounded ones."""
+    backends = redis_harness.backends
+    presence, execute = backends.presence, backends.client.execute
+    count = 2 * DRAIN_BATCH + 7
+    await presence.gateway_alive("gw-dead", 100)
+    await gatherResults(
+        [presence.connect(f"p{n}", f"s{n}", "gw-dead") for n in range(count)]
+    )
+    await sleep(0.15)  # gw-dead's liveness runs out
+    for script in (CLAIM, DRAIN):  # so that each call is one EVALSHA
+        await execute("SCRIPT", "LOAD", script.source)
+    scripts = await script_calls(backends)
+    started = time.perf_counter()
+    claimed = await presence.claim_dead_gateways()
+    took_ms = (time.perf_counter() - started) * 1000
+    assert sorted(claimed) == sorted(
+        ("gw-dead", f"p{n}", f"s{n}") for n in range(count)
+    )
+    assert await script_calls(backends) - scripts == 1 + 3  # claim, three drains
+    assert await execute("KEYS", "rtgw:gw:*") == []
+    print(f"\n[redis] claim of a dead gateway with {count} sessions: {took_ms:.1f} ms")
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_drain_skips_sessions_live_again(redis_harness):
+    """Sessions back on a gateway restarted under the same id are not drained."""
+    backends = redis_harness.backends
+    presence, client = backends.presence, backends.client
+    await presence.gateway_alive("gw-x", 100)
+    await presence.connect("p1", "s1", "gw-x")
+    await presence.connect("p2", "s2", "gw-x")
+    await sleep(0.15)
+    claim_id = "test-claim"
+    assert await client.evaluate(CLAIM, [GATEWAYS_KEY], [claim_id, 60_000]) == [b"gw-x"]
+    # gw-x restarts and p1 resumes there before the claim is drained.
+    await presence.gateway_alive("gw-x", 60_000)
+    await presence.connect("p1", "s1", "gw-x")
+    keys = [gateway_claim_key("gw-x", claim_id), gateway_sessions_key("gw-x")]
+    assert await client.evaluate(DRAIN, keys, ["gw-x", 10]) == [0, b"p2", b"s2"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_presence_matches_memory_on_random_operations(redis_harness):
+    """Random connects, disconnects and updates give the memory store's answers."""
+    import random
+
+    redis_store = redis_harness.backends.presence
+    memory_store = MemoryBackends(task.Clock(), MemoryHub()).presence
+    chooser = random.Random(20240607)
+    players = ["a", "b", "c|d", "é", "e"]
+    values = {
+        "status": ["online", "away", "busy", "invisible"],
+        "zone": [None, "", "z1", "z2"],
+        "region": [None, "", "eu"],
+        "activity": [None, "", "x"],
+    }
+    for step in range(800):
+        player = chooser.choice(players)
+        session = chooser.choice(["s1", "s2", "s3"])
+        kind = chooser.random()
+        if kind < 0.3:
+            gateway = chooser.choice(["g1", "g2"])
+            calls = [
+                s.connect(player, session, gateway) for s in (memory_store, redis_store)
+            ]
+        elif kind < 0.55:
+            calls = [
+                s.disconnect(player, session, step) for s in (memory_store, redis_store)
+            ]
+        else:
+            names = chooser.sample(sorted(values), chooser.randint(0, 4))
+            changes = {name: chooser.choice(values[name]) for name in names}
+            calls = [
+                s.update(player, changes, step) for s in (memory_store, redis_store)
+            ]
+        expected, got = await gatherResults(calls)
+        assert got == expected, step
+    for zone in ("z1", "z2", ""):
+        for limit in (1, 2, 10):
+            cursor = None
+            while True:
+                page = await redis_store.zone(zone, cursor, limit)
+                assert page == await memory_store.zone(zone, cursor, limit)
+                cursor = page[2]
+                if cursor is None:
+                    break
+    assert await redis_store.get(players) == await memory_store.get(players)

@@ -334,3 +334,66 @@ def test_redis_outage_gives_32005_then_recovers(cluster, redis_server):
     player.drain()
     assert player.events[-1]["epoch"] != epoch
     player.close()
+
+
+def presence_changes(player: Player, who: str) -> list[dict]:
+    return [e["data"] for e in player.events if e["topic"] == f"presence.{who}"]
+
+
+def test_presence_across_gateways(cluster):
+    """A watcher on B sees a player on A come online, change, and go offline."""
+    gw_a, gw_b = cluster("gw-a", session={"resume_window_s": 1}), cluster("gw-b")
+    watcher = Player(gw_b.url, "watcher")
+    watcher.call("presence.watch", {"players": ["alice"]})
+    alice = Player(gw_a.url, "alice")
+    alice.call("presence.set", {"status": "away", "zone": "forest"})
+    watcher.drain()
+    seen = presence_changes(watcher, "alice")
+    assert [(c["status"], c["zone"]) for c in seen] == [
+        ("online", None),
+        ("away", "forest"),
+    ]
+    zone = watcher.call("presence.zone", {"zone": "forest"})["result"]
+    assert zone == {"count": 1, "players": ["alice"], "cursor": None}
+    alice.ws.socket.close()  # dropped: online through the 1 s window, then offline
+    watcher.drain(idle=2.5)
+    offline = presence_changes(watcher, "alice")[-1]
+    assert offline["status"] == "offline" and offline["last_seen_ms"] is not None
+    watcher.close()
+
+
+def test_no_flap_when_a_player_drops_and_resumes(cluster):
+    """Dropping and resuming on another gateway within the window changes nothing."""
+    gw_a, gw_b = cluster("gw-a"), cluster("gw-b")
+    watcher = Player(gw_b.url, "watcher")
+    bella = Player(gw_a.url, "bella")
+    watcher.call("presence.watch", {"players": ["bella"]})
+    bella.ws.socket.close()
+    time.sleep(0.2)
+    bella.reconnect(gw_b.url)
+    watcher.drain(idle=1.0)
+    assert presence_changes(watcher, "bella") == []
+    status = watcher.call("presence.get", {"players": ["bella"]})["result"]
+    assert status["players"]["bella"]["status"] == "online"
+    bella.close()
+    watcher.close()
+
+
+def test_players_of_a_killed_gateway_go_offline(cluster):
+    """SIGKILL a gateway: after its liveness expires its players go offline."""
+    presence = {"gateway_ttl_s": 1.5, "reap_interval_s": 0.5}
+    gw_a = cluster("gw-a", presence=presence)
+    gw_b = cluster("gw-b", presence=presence)
+    watcher = Player(gw_b.url, "watcher")
+    victim = Player(gw_a.url, "victim")
+    watcher.call("presence.watch", {"players": ["victim"]})
+    gw_a.signal(signal.SIGKILL)
+    started = time.monotonic()
+    deadline = started + 10
+    while time.monotonic() < deadline and not presence_changes(watcher, "victim"):
+        watcher.drain(idle=0.2, limit=0.5)
+    (offline,) = presence_changes(watcher, "victim")
+    assert offline["status"] == "offline"
+    assert time.monotonic() - started < 1.5 + 0.5 + 2
+    watcher.close()
+    del victim  # its gateway is gone; nothing to close

@@ -237,3 +237,27 @@ def test_zone_of_ten_thousand_is_paged_and_counted(gateway):
     page = gateway.call(client, "presence.zone", {"zone": "arena"})["result"]
     assert page["count"] == 10_000
     assert len(page["players"]) == 100 and page["cursor"] == "p00099"
+
+
+def test_stalled_gateway_restores_its_players_after_being_reaped():
+    """A gateway presumed dead after a stall brings its players back online."""
+    clock, hub = Clock(), MemoryHub()
+    watching = MemoryGateway(
+        make_config({**SETTINGS, "gateway": {"id": "gw-a"}}), clock, hub
+    )
+    stalled = MemoryGateway(
+        make_config({**SETTINGS, "gateway": {"id": "gw-b"}}), clock, hub
+    )
+    watcher = watching.open("watcher")
+    stalled.open("alice")
+    watching.call(watcher, "presence.watch", {"players": ["alice"]})
+    heartbeat = stalled.gateway.presence._heartbeat
+    heartbeat.stop()  # a long pause: no liveness refresh
+    for _ in range(5):
+        watching.advance(3)
+    assert [c["status"] for c in changes(watcher)] == ["offline"]
+    heartbeat.start(3, now=True)  # the gateway wakes up
+    watching.flush()
+    assert [c["status"] for c in changes(watcher)] == ["offline", "online"]
+    watching.stop()
+    stalled.stop()

@@ -120,6 +120,7 @@ async def assert_unavailable(make_call, limit: float = TIMEOUT_S + MARGIN_S) -> 
 def every_call(backends: RedisBackends):
     """A call of every method that needs Redis."""
     sessions, history, bus = backends.sessions, backends.history, backends.bus
+    presence = backends.presence
     made = SessionRecord("s-new", "p", 1, "digest-new")
     return [
         lambda: sessions.create(made),
@@ -139,6 +140,13 @@ def every_call(backends: RedisBackends):
         lambda: history.read("topic", Position(0, "e"), 10),
         lambda: bus.publish("rtgw.t.topic", b"x"),
         lambda: bus.subscribe(f"rtgw.t.new-{uuid.uuid4().hex}"),
+        lambda: presence.connect("p", "s1", "gw"),
+        lambda: presence.disconnect("p", "s1", 5),
+        lambda: presence.update("p", {"status": "away"}, 5),
+        lambda: presence.get(["p", "q"]),
+        lambda: presence.zone("z", None, 10),
+        lambda: presence.gateway_alive("gw", 1000),
+        lambda: presence.claim_dead_gateways(),
     ]
 
 

@@ -236,11 +236,13 @@ class IPresenceStore(Interface):
         player then stays online, with no change seen by anyone.
         """
 
-    def disconnect(player_id, session_id, last_seen_ms):
+    def disconnect(player_id, session_id, last_seen_ms, gateway_id=None):
         """The session ended: a :class:`PresenceChange`.
 
         When it was the player's last live session, the player goes offline
-        with ``last_seen_ms`` and leaves its zone listing.
+        with ``last_seen_ms`` and leaves its zone listing. With
+        ``gateway_id``, nothing happens unless the session is still on that
+        gateway (a reaper must not end a session that resumed elsewhere).
         """
 
     def update(player_id, changes, now_ms):
@@ -262,10 +264,16 @@ class IPresenceStore(Interface):
         """
 
     def gateway_alive(gateway_id, ttl_ms):
-        """This gateway is alive for ``ttl_ms`` more; call it well within that."""
+        """This gateway is alive for ``ttl_ms`` more; call it well within that.
+
+        Fires with False when the gateway was not (or no longer) known: on
+        the first call, and after others presumed it dead and claimed its
+        sessions (a stall longer than the TTL), which it must then connect
+        again.
+        """
 
     def claim_dead_gateways():
-        """Fires with ``[(player_id, session_id)]`` of gateways that died.
+        """Fires with ``[(gateway_id, player_id, session_id)]`` of dead gateways.
 
         A gateway whose liveness expired (it crashed, or stopped and its
         players did not come back elsewhere) is claimed by exactly one

@@ -69,11 +69,17 @@ class MemoryPresenceStore:
         return succeed(self._store(before, replace(before, online=True)))
 
     def disconnect(
-        self, player_id: str, session_id: str, last_seen_ms: int
+        self,
+        player_id: str,
+        session_id: str,
+        last_seen_ms: int,
+        gateway_id: str | None = None,
     ) -> Deferred:
         sessions = self._hub.sessions.get(player_id, {})
-        sessions.pop(session_id, None)
         before = self._record(player_id)
+        if gateway_id is not None and sessions.get(session_id) != gateway_id:
+            return succeed(PresenceChange(before, before))
+        sessions.pop(session_id, None)
         if sessions or not before.online:
             return succeed(PresenceChange(before, before))
         self._hub.sessions.pop(player_id, None)
@@ -98,8 +104,9 @@ class MemoryPresenceStore:
         return succeed((len(members), page, page[-1] if more and page else None))
 
     def gateway_alive(self, gateway_id: str, ttl_ms: int) -> Deferred:
+        known = gateway_id in self._hub.gateways
         self._hub.gateways[gateway_id] = self._clock.seconds() + ttl_ms / 1000
-        return succeed(None)
+        return succeed(known)
 
     def claim_dead_gateways(self) -> Deferred:
         now = self._clock.seconds()
@@ -108,7 +115,7 @@ class MemoryPresenceStore:
             del self._hub.gateways[gateway_id]
         return succeed(
             [
-                (player_id, session_id)
+                (gateway_id, player_id, session_id)
                 for player_id, sessions in self._hub.sessions.items()
                 for session_id, gateway_id in sessions.items()
                 if gateway_id in dead

@@ -150,6 +150,7 @@ class PresenceComponent(Service):
             "zone.left", ZONE_EVENT, reliable=False, summary="A player left the zone."
         )
         sessions.add_listener(self)
+        self._registered = False
         self._heartbeat = LoopingCall(self._alive)
         self._heartbeat.clock = clock
         self._reaper = LoopingCall(self._reap)
@@ -359,25 +360,41 @@ class PresenceComponent(Service):
 
     def _alive(self) -> Deferred:
         ttl_ms = int(self._settings.gateway_ttl_s * 1000)
-        return self._store.gateway_alive(self._gateway_id, ttl_ms).addErrback(
+        d = self._store.gateway_alive(self._gateway_id, ttl_ms)
+        d.addCallback(self._check_presumed_dead)
+        return d.addErrback(
             self._log_failure, "refreshing liveness of {player_id}", self._gateway_id
         )
+
+    def _check_presumed_dead(self, known: bool) -> None:
+        """After a stall the others may have ended our players: bring them back."""
+        registered, self._registered = self._registered, True
+        if known or not registered:
+            return
+        local = self._sessions.all_local()
+        self.log.warn(
+            "gateway {player_id} was presumed dead; restoring {count} sessions",
+            player_id=self._gateway_id,
+            count=len(local),
+        )
+        for session in local:
+            self.session_attached(session)
 
     def _reap(self) -> Deferred:
         d = self._store.claim_dead_gateways()
         d.addCallback(self._end_orphans)
         return d.addErrback(self._log_failure, "claiming dead gateways", "")
 
-    def _end_orphans(self, orphans: list[tuple[str, str]]) -> None:
+    def _end_orphans(self, orphans: list[tuple[str, str, str]]) -> None:
         now_ms = self._now_ms()
-        for player_id, session_id in orphans:
+        for gateway_id, player_id, session_id in orphans:
             self.log.info(
                 "session {session_id} of {player_id} died with its gateway",
                 session_id=session_id,
                 player_id=player_id,
             )
             self._run(
-                self._store.disconnect(player_id, session_id, now_ms),
+                self._store.disconnect(player_id, session_id, now_ms, gateway_id),
                 "marking {player_id} offline",
                 player_id,
             )

@@ -221,6 +221,10 @@ class SessionsComponent(Service):
         """The session attached to a connection of this gateway."""
         return self._by_connection.get(connection.connection_id)
 
+    def all_local(self) -> list[LocalSession]:
+        """Every session attached to a connection of this gateway."""
+        return list(self._by_connection.values())
+
     def sessions_of(self, player_id: str) -> list[LocalSession]:
         """The sessions of a player attached here."""
         return [s for s in self._by_connection.values() if s.player_id == player_id]

@@ -1,4 +1,4 @@
-"""The cluster backends: sessions, topic history and the bus in Redis.
+"""The cluster backends: sessions, topic history, presence and the bus in Redis.
 
 ``[backend] kind = "redis"`` makes every gateway of a cluster share one
 Redis (txredisapi): any gateway can load and resume any session, replay any
@@ -13,7 +13,9 @@ Sharding: every key belongs to one session, topic or player and carries it
 as a ``{hash tag}``. The session scripts also touch the resume-digest key,
 which has its own tag because a resume token only names its digest; so they
 need the session and its digest on one server (true of one Redis, or of
-client-side sharding that places digest keys with their sessions).
+client-side sharding that places digest keys with their sessions). The
+presence scripts cross player, gateway and zone keys: they need one Redis
+(see :mod:`.presence` for what sharding them would take).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from rtgateway.backends.interfaces import IBackends
 from rtgateway.backends.redis.bus import RedisBus
 from rtgateway.backends.redis.client import RedisClient
 from rtgateway.backends.redis.history import RedisHistory
+from rtgateway.backends.redis.presence import RedisPresenceStore
 from rtgateway.backends.redis.sessions import RedisSessionStore
 from rtgateway.backends.redis.target import RedisTarget, parse_redis_url
 
@@ -40,7 +43,7 @@ __all__ = ["RedisBackends", "RedisTarget", "parse_redis_url"]
 
 @implementer(IBackends)
 class RedisBackends(Service):
-    """The Redis session store, history and bus of one gateway.
+    """The Redis session store, history, presence store and bus of one gateway.
 
     ``clock`` bounds every call; the connections are made with ``reactor``,
     by default the clock itself when it can make TCP connections (in
@@ -64,6 +67,7 @@ class RedisBackends(Service):
         self.client = RedisClient(self._target, timeout, clock, f"rtgw:{gateway_id}")
         self.sessions = RedisSessionStore(self.client)
         self.history = RedisHistory(self.client)
+        self.presence = RedisPresenceStore(self.client)
         self.bus = RedisBus(
             self._target, self.client, timeout, clock, f"rtgw:{gateway_id}:bus"
         )

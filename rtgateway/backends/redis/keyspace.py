@@ -1,9 +1,12 @@
-"""Names of the Redis keys, each belonging to one session, topic or player.
+"""Names of the Redis keys, each belonging to one session, topic, player,
+gateway or zone.
 
 The ``{hash tag}`` of a key is its owner, so all the keys of one session or
 topic land on the same shard when the data is spread by key hash. The
 resume-digest key is the exception that the session scripts have to cross:
-a resume token only names its digest (see the package docstring).
+a resume token only names its digest (see the package docstring); the
+presence scripts cross player, gateway and zone keys (see :mod:`.presence`),
+and ``rtgw:gateways`` belongs to the whole cluster.
 """
 
 from rtgateway.backends.keys import PREFIX
@@ -37,3 +40,54 @@ def topic_log_key(topic: str) -> str:
 def topic_meta_key(topic: str) -> str:
     """The hash of a topic's ``epoch`` and ``top`` offset."""
     return f"{PREFIX}:t:{{{topic}}}:meta"
+
+
+# -- presence (see :mod:`.presence`) ------------------------------------------
+#
+# A player's presence keys share the player's tag (with its kick key); a
+# gateway's keys share the gateway's tag; a zone listing is tagged by its
+# zone. The presence scripts build gateway, session-map and zone keys from
+# ids they read in Redis, hence these prefixes and suffixes.
+
+PRESENCE_KEY_PREFIX = f"{PREFIX}:pr:{{"
+GATEWAY_KEY_PREFIX = f"{PREFIX}:gw:{{"
+ZONE_KEY_PREFIX = f"{PREFIX}:z:{{"
+PRESENCE_SESSIONS_SUFFIX = "}:s"
+GATEWAY_SESSIONS_SUFFIX = "}:s"
+GATEWAY_ALIVE_SUFFIX = "}:alive"
+GATEWAY_CLAIM_SUFFIX = "}:claimed:"
+
+#: The set of the gateway ids that ever said they were alive and were not
+#: claimed dead since: the one cluster-wide presence key.
+GATEWAYS_KEY = f"{PREFIX}:gateways"
+
+
+def presence_key(player_id: str) -> str:
+    """The hash of a player's presence: status, zone, region, activity,
+    last_seen_ms, online (each field absent while None / never set)."""
+    return f"{PRESENCE_KEY_PREFIX}{player_id}{KEY_SUFFIX}"
+
+
+def presence_sessions_key(player_id: str) -> str:
+    """The hash of a player's live sessions: session id -> gateway id."""
+    return f"{PRESENCE_KEY_PREFIX}{player_id}{PRESENCE_SESSIONS_SUFFIX}"
+
+
+def gateway_sessions_key(gateway_id: str) -> str:
+    """The set of ``<player id>|<session id>`` live on a gateway."""
+    return f"{GATEWAY_KEY_PREFIX}{gateway_id}{GATEWAY_SESSIONS_SUFFIX}"
+
+
+def gateway_alive_key(gateway_id: str) -> str:
+    """A string that exists while the gateway is alive (it has a PX TTL)."""
+    return f"{GATEWAY_KEY_PREFIX}{gateway_id}{GATEWAY_ALIVE_SUFFIX}"
+
+
+def gateway_claim_key(gateway_id: str, claim_id: str) -> str:
+    """A dead gateway's session set, renamed by the one claim that took it."""
+    return f"{GATEWAY_KEY_PREFIX}{gateway_id}{GATEWAY_CLAIM_SUFFIX}{claim_id}"
+
+
+def zone_key(zone: str) -> str:
+    """The sorted set of the players visible in a zone, all scored 0."""
+    return f"{ZONE_KEY_PREFIX}{zone}{KEY_SUFFIX}"
