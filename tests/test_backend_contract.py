@@ -272,7 +272,7 @@ async def test_detach_only_by_owner(harness):
     assert await sessions.detach(made.session_id, "conn-2", now, 60_000) is True
     detached = await sessions.load(made.session_id)
     assert detached == replace(
-        made, gateway_id=None, connection_id=None, detached_ms=now
+        made, gateway_id=None, connection_id=None, detached_ms=now, last_active_ms=now
     )
     assert not detached.attached
     assert await sessions.detach(made.session_id, "conn-2", now, 60_000) is False

@@ -68,6 +68,9 @@ class SessionRecord:
     gateway_id: str | None = None
     connection_id: str | None = None
     detached_ms: int | None = None
+    #: When the session was created or last lost its connection; an
+    #: attached session is active now.
+    last_active_ms: int | None = None
     subscriptions: dict[str, Position | None] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
@@ -99,7 +102,8 @@ class ISessionStore(Interface):
         """
 
     def detach(session_id, connection_id, now_ms, window_ms):
-        """Mark the session detached, if ``connection_id`` still owns it.
+        """Mark the session detached at ``now_ms`` (also its ``last_active_ms``),
+        if ``connection_id`` still owns it.
 
         Fires with True when it did. A detached session disappears on its
         own ``window_ms`` after ``now_ms`` unless attached again (a gateway

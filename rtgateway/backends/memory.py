@@ -216,7 +216,11 @@ class MemorySessionStore:
         if stored is None or stored.record.connection_id != connection_id:
             return succeed(False)
         stored.record = replace(
-            stored.record, gateway_id=None, connection_id=None, detached_ms=now_ms
+            stored.record,
+            gateway_id=None,
+            connection_id=None,
+            detached_ms=now_ms,
+            last_active_ms=now_ms,
         )
         stored.expires_at = self._clock.seconds() + window_ms / 1000
         return succeed(True)

@@ -241,6 +241,7 @@ class SessionsComponent(Service):
             resume_digest=token_digest(resume_token),
             gateway_id=self._gateway_id,
             connection_id=connection.connection_id,
+            last_active_ms=now_ms,
         )
         await self._store.create(record)
         local = LocalSession(

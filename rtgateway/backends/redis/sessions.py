@@ -75,7 +75,7 @@ return before
 DETACH = Script("""
 if redis.call('HGET', KEYS[1], 'connection_id') ~= ARGV[1] then return 0 end
 redis.call('HDEL', KEYS[1], 'gateway_id', 'connection_id')
-redis.call('HSET', KEYS[1], 'detached_ms', ARGV[2])
+redis.call('HSET', KEYS[1], 'detached_ms', ARGV[2], 'last_active_ms', ARGV[2])
 local digest = redis.call('HGET', KEYS[1], 'resume_digest')
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if digest then redis.call('PEXPIRE', ARGV[4] .. digest .. ARGV[5], ARGV[3]) end
@@ -135,7 +135,7 @@ def encode_record(record: SessionRecord) -> list[Any]:
         "created_ms", record.created_ms,
         "resume_digest", record.resume_digest,
     ]  # fmt: skip
-    for name in ("gateway_id", "connection_id", "detached_ms"):
+    for name in ("gateway_id", "connection_id", "detached_ms", "last_active_ms"):
         value = getattr(record, name)
         if value is not None:
             fields += [name, value]
@@ -165,6 +165,7 @@ def decode_record(session_id: str, flat: list[bytes]) -> SessionRecord:
         else:
             fields[name] = value.decode()
     detached_ms = fields.get("detached_ms")
+    last_active_ms = fields.get("last_active_ms")
     return SessionRecord(
         session_id=session_id,
         player_id=fields["player_id"],
@@ -173,6 +174,7 @@ def decode_record(session_id: str, flat: list[bytes]) -> SessionRecord:
         gateway_id=fields.get("gateway_id"),
         connection_id=fields.get("connection_id"),
         detached_ms=None if detached_ms is None else int(detached_ms),
+        last_active_ms=None if last_active_ms is None else int(last_active_ms),
         subscriptions=subscriptions,
         metadata=metadata,
         stats=stats,
