@@ -315,12 +315,15 @@ async def test_attached_session_never_expires(harness):
     sessions = harness.backends.sessions
     made = record()
     await sessions.create(made)
-    await sessions.detach(made.session_id, "conn-1", harness.now_ms(), 200)
+    detached_at = harness.now_ms()
+    await sessions.detach(made.session_id, "conn-1", detached_at, 200)
     before = await sessions.attach(made.session_id, "gw-c", "conn-3")
     assert before.detached_ms is not None and not before.attached
     await harness.elapse(350)
     loaded = await sessions.load(made.session_id)
-    assert loaded == replace(made, gateway_id="gw-c", connection_id="conn-3")
+    assert loaded == replace(
+        made, gateway_id="gw-c", connection_id="conn-3", last_active_ms=detached_at
+    )
     assert await sessions.find(made.resume_digest) == made.session_id
 
 
