@@ -40,7 +40,7 @@ def test_retry_after_says_when_the_next_token_comes():
 
 
 def test_abuse_is_many_rejections_within_the_window():
-    """More than ``limit`` rejections inside one window is abuse; a new window resets."""
+    """Over ``limit`` rejections in one window is abuse; a new window starts over."""
     clock = Clock()
     detector = AbuseDetector(clock, limit=3, window_s=10)
     assert [detector.rejected() for _ in range(3)] == [False] * 3
