@@ -107,6 +107,13 @@ class RedisServer:
         self.kill()
         raise RuntimeError(f"redis-server did not answer PING:\n{self.log()}")
 
+    def flush(self) -> None:
+        """FLUSHALL: a clean slate for the next test sharing this server."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(b"FLUSHALL\r\n")
+            if not s.recv(64).startswith(b"+OK"):
+                raise RuntimeError("FLUSHALL failed")
+
     def _signal(self, signum: int) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signum)
