@@ -337,6 +337,7 @@ class Broker:
         """Fill a gap from history, holding live events meanwhile."""
         if stream.held is None:
             stream.held = []
+        self._metrics.stream_repairs.inc()
         self._read_gap(stream)
 
     def _repaired(self, replay: Any, stream: _Stream) -> None:
@@ -369,7 +370,6 @@ class Broker:
     def _read_gap(self, stream: _Stream) -> None:
         if self._streams.get(stream.topic) is not stream:
             return
-        self._metrics.stream_repairs.inc()
         d = self._history.read(
             stream.topic, Position(stream.top, stream.epoch), self._max_replay
         )

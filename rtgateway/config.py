@@ -316,6 +316,11 @@ def parse_config(
             for name, kind in _SECTIONS.items()
         }
         sections["auth"] = _resolve_auth(sections["auth"], base_dir, environ)
+        presence = sections["presence"]
+        if presence.zone_page_size > presence.zone_page_max:
+            raise Invalid(
+                "presence.zone_page_size", "must not exceed presence.zone_page_max"
+            )
         sections["topics"] = parse_topics(data.get("topics", {}))
         sections["events"] = parse_events(data.get("events", {}), base_dir)
     except Invalid as error:

@@ -31,7 +31,12 @@ NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EVENT_TYPE_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*")
 MAX_EVENT_TYPE_LENGTH = 128
 #: Methods and notifications of the gateway itself; events must not mimic them.
-RESERVED_EVENT_PREFIXES = ("rpc.", "sys.", "session.", "state.", "pubsub.", "admin.")
+RESERVED_EVENT_PREFIXES = (
+    "rpc.", "sys.", "session.", "state.", "pubsub.", "admin.", "presence.",
+)  # fmt: skip
+#: Built by the presence component; the configuration may not redefine them.
+RESERVED_NAMESPACES = ("presence", "zone")
+RESERVED_EVENT_TYPES = ("zone.joined", "zone.left")
 _EVENT_KEYS = frozenset({"schema", "version", "delivery", "priority"})
 
 
@@ -70,6 +75,8 @@ def parse_topics(raw: Any) -> Mapping[str, TopicConfig]:
         dotted = f"topics.{namespace}"
         if not NAMESPACE_PATTERN.fullmatch(namespace):
             raise Invalid(dotted, "a namespace is 1 to 64 letters, digits, _ or -")
+        if namespace in RESERVED_NAMESPACES:
+            raise Invalid(dotted, "this namespace is built in (presence); remove it")
         topics[namespace] = section(TopicConfig, table, dotted)
     return MappingProxyType(topics)
 
@@ -109,7 +116,9 @@ def _check_event_type(event_type: str, dotted: str) -> None:
         event_type
     ):
         raise Invalid(dotted, "an event type is dot-separated letters, digits, _ or -")
-    if event_type.startswith(RESERVED_EVENT_PREFIXES):
+    if event_type.startswith(RESERVED_EVENT_PREFIXES) or event_type in (
+        RESERVED_EVENT_TYPES
+    ):
         reserved = ", ".join(RESERVED_EVENT_PREFIXES)
         raise Invalid(dotted, f"event types may not start with {reserved}")
 
@@ -137,5 +146,5 @@ def _schema(raw: Any, dotted: str, base_dir: Path) -> dict[str, Any]:
     try:
         CompiledSchema(raw)
     except SchemaDefinitionError as error:
-        raise Invalid(dotted, str(error)) from None
+        raise Invalid(dotted, " ".join(str(error).split())) from None
     return raw

@@ -113,6 +113,7 @@ class Gateway(MultiService):
             sessions=self.sessions,
             store=self.backends.sessions,
             max_subscriptions=config.limits.max_subscriptions,
+            max_watch=config.presence.max_watch,
         )
         self.presence = PresenceComponent(
             router=self.router,

@@ -747,17 +747,30 @@ async def test_disconnect_of_unknown_session_changes_nothing(harness):
 
 
 @pytest_twisted.ensureDeferred
-async def test_reconnect_keeps_fields_and_last_seen(harness):
-    """A player back online keeps its status, zone and last_seen_ms."""
+async def test_reconnect_starts_online_with_nothing_left_over(harness):
+    """Back online: status online, no zone or activity, last_seen_ms kept."""
     presence = harness.backends.presence
     await presence.connect("p1", "s1", "gw-a")
-    await presence.update("p1", {"status": "busy", "zone": "z1"}, 500)
+    changes = {"status": "busy", "zone": "z1", "region": "eu", "activity": "x"}
+    await presence.update("p1", changes, 500)
     await presence.disconnect("p1", "s1", 1000)
     assert await zone_members(presence, "z1") == []
     back = await presence.connect("p1", "s2", "gw-b")
-    assert back.before == offline("p1", status="busy", zone="z1", last_seen_ms=1000)
-    assert back.after == online("p1", status="busy", zone="z1", last_seen_ms=1000)
-    assert await zone_members(presence, "z1") == ["p1"]
+    assert back.before == offline("p1", status="busy", region="eu", last_seen_ms=1000)
+    assert back.after == online("p1", region="eu", last_seen_ms=1000)
+    assert await zone_members(presence, "z1") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_invisible_outlives_its_sessions_and_keeps_its_last_seen(harness):
+    """An invisible player reconnects invisible; its disconnect time never shows."""
+    presence = harness.backends.presence
+    await presence.connect("p1", "s1", "gw-a")
+    await presence.update("p1", {"status": "invisible"}, 500)
+    gone = await presence.disconnect("p1", "s1", 1000)
+    assert gone.after == offline("p1", status="invisible", last_seen_ms=500)
+    back = await presence.connect("p1", "s2", "gw-a")
+    assert back.after == online("p1", status="invisible", last_seen_ms=500)
 
 
 @pytest_twisted.ensureDeferred
@@ -850,7 +863,7 @@ async def test_invisible_leaves_zone_and_stamps_last_seen(harness):
     assert await zone_members(presence, "z2") == ["p1"]
     await presence.update("p1", {"status": "invisible"}, 500)
     gone = await presence.disconnect("p1", "s1", 600)
-    assert gone.after == offline("p1", status="invisible", zone="z2", last_seen_ms=600)
+    assert gone.after == offline("p1", status="invisible", last_seen_ms=500)
     assert await zone_members(presence, "z2") == []
 
 

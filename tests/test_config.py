@@ -886,3 +886,22 @@ def test_topic_and_event_errors_name_the_key(
         parse_maps(tmp_path, data)
     assert info.value.key == key
     assert problem in info.value.problem
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"topics": {"presence": {}}}, "topics.presence"),
+        ({"events": {"zone.joined": {}}}, "events.zone.joined"),
+        ({"events": {"presence.changed": {}}}, "events.presence.changed"),
+        (
+            {"presence": {"zone_page_size": 50, "zone_page_max": 10}},
+            "presence.zone_page_size",
+        ),
+    ],
+)
+def test_built_in_names_and_page_sizes(tmp_path: Path, data, key) -> None:
+    """Built-in namespaces and event types cannot be redefined; page sizes agree."""
+    with pytest.raises(ConfigError) as info:
+        parse_maps(tmp_path, data)
+    assert info.value.key == key

@@ -261,3 +261,68 @@ def test_stalled_gateway_restores_its_players_after_being_reaped():
     assert [c["status"] for c in changes(watcher)] == ["offline", "online"]
     watching.stop()
     stalled.stop()
+
+
+def test_after_a_resume_ending_the_session_takes_the_player_offline(gateway):
+    """The connection's own fresh session, replaced by the resume, leaves no trace."""
+    watcher = gateway.open("watcher")
+    gateway.call(watcher, "presence.watch", {"players": ["alice"]})
+    alice = gateway.open("alice")
+    token = alice.notifications("session.welcome")[0]["params"]["resume_token"]
+    gateway.drop(alice)
+    again = gateway.open("alice")
+    gateway.call(again, "session.resume", {"resume_token": token})
+    gateway.call(again, "session.close", {})
+    assert [c["status"] for c in changes(watcher)] == ["online", "offline"]
+
+
+def test_subscribing_to_presence_topics_counts_as_watching(gateway):
+    """pubsub.subscribe on presence.* is bounded by max_watch too."""
+    client = gateway.open("alice")
+    for player in ("a", "b", "c"):
+        topic = {"topic": f"presence.{player}"}
+        assert "result" in gateway.call(client, "pubsub.subscribe", topic)
+    refused = gateway.call(client, "pubsub.subscribe", {"topic": "presence.d"})
+    assert refused["error"]["code"] == -32602
+    assert gateway.call(client, "presence.watch", {"players": ["d"]})["error"]
+
+
+def test_reconnecting_player_is_online_again_unless_invisible(gateway):
+    """Away does not outlive the sessions; invisible does (never a flash online)."""
+    watcher = gateway.open("watcher")
+    gateway.call(watcher, "presence.watch", {"players": ["alice"]})
+    alice = gateway.open("alice")
+    gateway.call(alice, "presence.set", {"status": "away", "zone": "forest"})
+    gateway.call(alice, "session.close", {})
+    back = gateway.open("alice")
+    assert presence_of(gateway, watcher, "alice")["status"] == "online"
+    assert presence_of(gateway, watcher, "alice")["zone"] is None
+    gateway.call(back, "presence.set", {"status": "invisible"})
+    gateway.call(back, "session.close", {})
+    count = len(changes(watcher))
+    gateway.open("alice")
+    assert len(changes(watcher)) == count
+    assert presence_of(gateway, watcher, "alice")["status"] == "offline"
+
+
+def test_sessions_of_a_dead_gateway_are_detached_so_they_expire():
+    """The reaper detaches a dead gateway's sessions: resumable, then forgotten."""
+    clock, hub = Clock(), MemoryHub()
+    alive = MemoryGateway(
+        make_config({**SETTINGS, "gateway": {"id": "gw-a"}}), clock, hub
+    )
+    doomed = MemoryGateway(
+        make_config({**SETTINGS, "gateway": {"id": "gw-b"}}), clock, hub
+    )
+    alice = doomed.open("alice")
+    session_id = alice.notifications("session.welcome")[0]["params"]["session_id"]
+    doomed.gateway.presence._heartbeat.stop()
+    doomed.gateway.presence._reaper.stop()
+    for _ in range(5):
+        alive.advance(3)
+    store = alive.gateway.backends.sessions
+    record = alive.result_of(store.load(session_id))
+    assert record is not None and not record.attached
+    alive.advance(30 + 61)
+    assert alive.result_of(store.load(session_id)) is None
+    alive.stop()

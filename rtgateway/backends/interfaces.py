@@ -236,15 +236,18 @@ class IPresenceStore(Interface):
     def connect(player_id, session_id, gateway_id):
         """A session of the player is live on ``gateway_id``: a :class:`PresenceChange`.
 
-        Also used when a session moves to another gateway (resume): the
-        player then stays online, with no change seen by anyone.
+        A player coming online is "online" again (away and busy do not
+        outlive its sessions; invisible does, so that it never shows up by
+        reconnecting). Also used when a session moves to another gateway
+        (resume): the player then stays online, with no change seen by anyone.
         """
 
     def disconnect(player_id, session_id, last_seen_ms, gateway_id=None):
         """The session ended: a :class:`PresenceChange`.
 
         When it was the player's last live session, the player goes offline
-        with ``last_seen_ms`` and leaves its zone listing. With
+        with ``last_seen_ms`` (unless invisible: others last saw it when it
+        turned invisible) and leaves its zone, its activity cleared. With
         ``gateway_id``, nothing happens unless the session is still on that
         gateway (a reaper must not end a session that resumed elsewhere).
         """

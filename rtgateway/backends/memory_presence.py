@@ -66,7 +66,10 @@ class MemoryPresenceStore:
     def connect(self, player_id: str, session_id: str, gateway_id: str) -> Deferred:
         self._hub.sessions.setdefault(player_id, {})[session_id] = gateway_id
         before = self._record(player_id)
-        return succeed(self._store(before, replace(before, online=True)))
+        after = replace(before, online=True)
+        if not before.online and before.status != "invisible":
+            after = replace(after, status="online")
+        return succeed(self._store(before, after))
 
     def disconnect(
         self,
@@ -83,7 +86,9 @@ class MemoryPresenceStore:
         if sessions or not before.online:
             return succeed(PresenceChange(before, before))
         self._hub.sessions.pop(player_id, None)
-        after = replace(before, online=False, last_seen_ms=last_seen_ms)
+        after = replace(before, online=False, zone=None, activity=None)
+        if before.status != "invisible":  # others last saw it turn invisible
+            after = replace(after, last_seen_ms=last_seen_ms)
         return succeed(self._store(before, after))
 
     def update(self, player_id: str, changes: dict[str, Any], now_ms: int) -> Deferred:

@@ -398,6 +398,9 @@ class PresenceComponent(Service):
                 "marking {player_id} offline",
                 player_id,
             )
+            self._sessions.orphaned(gateway_id, session_id).addErrback(
+                self._log_failure, "detaching a session of {player_id}", player_id
+            )
 
     # -- helpers -------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ from rtgateway.topics import topic_error
 from rtgateway.wire.errors import NotFound
 
 TOPIC = {"type": "string", "minLength": 1, "maxLength": 255}
+#: Topics of watched players, bounded by [presence] max_watch.
+WATCH_PREFIX = "presence."
 SUBSCRIBE_PARAMS = {
     "type": "object",
     "properties": {"topic": TOPIC, "since": POSITION_SCHEMA},
@@ -72,12 +74,14 @@ class PubSubComponent(Service):
         sessions: SessionsComponent,
         store: ISessionStore,
         max_subscriptions: int,
+        max_watch: int,
     ) -> None:
         self._router = router
         self._broker = broker
         self._sessions = sessions
         self._store = store
         self._max_subscriptions = max_subscriptions
+        self._max_watch = max_watch
 
     def startService(self) -> None:
         super().startService()
@@ -112,11 +116,8 @@ class PubSubComponent(Service):
         local = self._local(caller)
         topic = params["topic"]
         config = self._broker.policy.authorize(caller.principal, "subscribe", topic)
-        if (
-            topic not in local.topics
-            and self._counted(local) >= self._max_subscriptions
-        ):
-            raise topic_error(f"at most {self._max_subscriptions} subscriptions")
+        if topic not in local.topics:
+            self._check_bound(local, topic.startswith(WATCH_PREFIX))
         since = params.get("since")
         position = Position(since["offset"], since["epoch"]) if since else None
         top, recovered, activate = await self._broker.subscribe(caller, topic, position)
@@ -145,10 +146,13 @@ class PubSubComponent(Service):
             caller.principal, params["topic"], params["type"], params["data"]
         )
 
-    @staticmethod
-    def _counted(local: Any) -> int:
-        """Subscriptions under the bound; watched players have their own."""
-        return sum(1 for topic in local.topics if not topic.startswith("presence."))
+    def _check_bound(self, local: Any, watch: bool) -> None:
+        """Watched players (presence topics) and other topics: separate bounds."""
+        count = sum(1 for t in local.topics if t.startswith(WATCH_PREFIX) == watch)
+        bound = self._max_watch if watch else self._max_subscriptions
+        if count >= bound:
+            kind = "watched players" if watch else "subscriptions"
+            raise topic_error(f"at most {bound} {kind}")
 
     def _local(self, caller: Any) -> Any:
         local = self._sessions.local(caller)

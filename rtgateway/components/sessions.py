@@ -221,6 +221,25 @@ class SessionsComponent(Service):
         """The session attached to a connection of this gateway."""
         return self._by_connection.get(connection.connection_id)
 
+    def orphaned(self, gateway_id: str, session_id: str) -> Deferred:
+        """A session its dead gateway left attached: detach it, so it expires.
+
+        It stays resumable for the resume window; after that the store
+        forgets it, instead of keeping it attached to nobody for ever.
+        """
+        return self._track(
+            Deferred.fromCoroutine(self._detach_orphan(gateway_id, session_id))
+        )
+
+    async def _detach_orphan(self, gateway_id: str, session_id: str) -> None:
+        record = await self._store.load(session_id)
+        if record is None or record.gateway_id != gateway_id or not record.attached:
+            return
+        window_ms = int(self._config.session.resume_window_s * 1000) + STORE_GRACE_MS
+        await self._store.detach(
+            session_id, record.connection_id, self._now_ms(), window_ms
+        )
+
     def all_local(self) -> list[LocalSession]:
         """Every session attached to a connection of this gateway."""
         return list(self._by_connection.values())
@@ -388,7 +407,6 @@ class SessionsComponent(Service):
             expiry.cancel()
         fresh.released = True
         _cancel(fresh.timers)
-        await self._store.end(fresh.session_id)
         await self._store.add_stats(record.session_id, {"resumes": 1})
         self._analytics.resumes.inc()
         local = LocalSession(
@@ -400,6 +418,11 @@ class SessionsComponent(Service):
         )
         caller.session_id = record.session_id
         self._adopt(local)
+        # Ended after the adoption, so that listeners (presence) never see
+        # the player without a session: no offline flash.
+        replaced = await self._store.end(fresh.session_id)
+        if replaced is not None:
+            self._notify("session_ended", replaced, "replaced")
         self.log.info(
             "session {session_id} resumed by connection {connection_id}",
             session_id=record.session_id,

@@ -36,6 +36,7 @@ from rtgateway.wire.errors import Unavailable
 #: Error replies of a server that is up but cannot serve yet: retry later.
 TRANSIENT_REPLIES = (
     "LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN",
+    "OOM",  # full: writes come back once memory is freed
 )  # fmt: skip
 
 _CONNECTION_FAILURES = (

@@ -189,6 +189,7 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('SADD', KEYS[3], member)
 local before = load(KEYS[1])
 local after = copy(before)
+if before.online ~= '1' and after.status ~= 'invisible' then after.status = nil end
 after.online = '1'
 return store(KEYS[1], ARGV[1], before, after)
 """
@@ -214,7 +215,8 @@ if redis.call('EXISTS', KEYS[2]) == 1 or before.online ~= '1' then
 end
 local after = copy(before)
 after.online = '0'
-after.last_seen_ms = ARGV[3]
+after.zone, after.activity = nil, nil
+if before.status ~= 'invisible' then after.last_seen_ms = ARGV[3] end
 return store(KEYS[1], ARGV[1], before, after)
 """
 )
