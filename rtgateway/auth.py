@@ -160,6 +160,10 @@ class Authenticator:
                 "verify_iat": False,
             }
         )
+        algorithms = get_default_algorithms()
+        for name, key in self._keys.items():
+            if isinstance(algorithms[name], HMACAlgorithm):
+                self._jwt.trust_prepared_hmac_key(name, key)
 
     def authenticate(self, token: str | None) -> Principal:
         """The principal of a valid ``token``; :class:`AuthenticationFailed` if not."""
@@ -273,6 +277,33 @@ class _GatewayJWT(jwt.PyJWT):
         payload = super()._decode_payload(decoded)
         _check_claims(payload)
         return payload
+
+    def trust_prepared_hmac_key(self, name: str, key: bytes) -> None:
+        """Verify HS* algorithm ``name`` with ``key``, prepared once already."""
+        hash_alg = self._jws.get_algorithm_by_name(name).hash_alg
+        self._jws.unregister_algorithm(name)
+        self._jws.register_algorithm(name, _PreparedHMAC(hash_alg, key))
+
+
+class _PreparedHMAC(HMACAlgorithm):
+    """An HMAC algorithm that does not prepare its own secret again.
+
+    PyJWT prepares the key anew for every token it verifies. For HMAC that
+    means trying the secret as PEM, SSH and DER keys (the last through two
+    cryptography parsers) and as JSON, to refuse a public key used as a
+    secret: a tenth of the CPU of opening a connection. That check was made
+    once, by :func:`_verification_keys`; the very bytes object it returned
+    goes through untouched, and any other key is prepared as PyJWT would.
+    """
+
+    def __init__(self, hash_alg: Any, prepared: bytes) -> None:
+        super().__init__(hash_alg)
+        self._prepared = prepared
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        if key is self._prepared:
+            return self._prepared
+        return super().prepare_key(key)
 
 
 def _check_claims(payload: dict[str, Any]) -> None:

@@ -71,12 +71,25 @@ class GatewayFactory(WebSocketServerFactory):
             maxMessagePayloadSize=limits.max_message_bytes,
             autoPingInterval=0,
             failByDrop=False,
-            openHandshakeTimeout=limits.handshake_timeout_s,
+            # The upgrade resource replays a complete handshake in one call,
+            # so Autobahn's own timer for it would only be set and cancelled
+            # (a txaio batched timer, whose cancel is a list.remove) for each
+            # connection. twisted.web's timeout on the request (build_site)
+            # is the handshake timeout.
+            openHandshakeTimeout=0,
             closeHandshakeTimeout=limits.close_timeout_s,
             tcpNoDelay=True,
             webStatus=False,
             perMessageCompressionAccept=self._accept_compression,
         )
+
+    def setProtocolOptions(self, **options: Any) -> None:
+        """Autobahn's; new connections then hold the options through their class.
+
+        See :meth:`GatewayProtocol.with_options`.
+        """
+        super().setProtocolOptions(**options)
+        self.protocol = GatewayProtocol.with_options(self)
 
     # -- admission -----------------------------------------------------------
 

@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from rtgateway.fanout import SharedMessage
 from rtgateway.gateway.backpressure import SendBufferGuard
-from rtgateway.gateway.frames import frame_header
+from rtgateway.gateway.frames import frame_header, ping_frame, unmask
 from rtgateway.gateway.heartbeat import Heartbeat
 from rtgateway.interfaces import IConnection
 from rtgateway.ratelimit import AbuseDetector, TokenBucket
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 from rtgateway.wire.codecs import Codec
 
 _OPEN = WebSocketProtocol.STATE_OPEN
+#: The options Autobahn copies from the factory onto each protocol.
+_FACTORY_OPTIONS = tuple(WebSocketServerProtocol.CONFIG_ATTRS)
 
 
 @implementer(IConnection)
@@ -46,9 +48,34 @@ class GatewayProtocol(WebSocketServerProtocol):
     # handshakes and frames at debug level, which must never reach output.
     _log = Logger()
     factory: GatewayFactory
+    # Autobahn's _connectionMade copies each of CONFIG_ATTRS from the factory,
+    # then pformats them all for a debug log that is never shown: a fifth of
+    # the CPU of opening a connection. _connectionMade below copies them
+    # itself and leaves Autobahn nothing to copy, or to format.
+    CONFIG_ATTRS: list[str] = []
+    # Frames are unmasked here (onFrameData), not by Autobahn, whose native
+    # masker is built anew for every frame: see frames.unmask.
+    applyMask = False
+
+    @classmethod
+    def with_options(cls, factory: Any) -> type[GatewayProtocol]:
+        """A subclass holding ``factory``'s Autobahn options as class attributes.
+
+        Autobahn copies its 40-odd options onto every connection, where they
+        took a connection's ``__dict__`` past 85 keys, the size at which it
+        doubles: 1.6 KiB per connection. A class of the factory's own holds
+        them once; Autobahn finds them there and copies nothing.
+        """
+        options = {
+            name: getattr(factory, name)
+            for name in _FACTORY_OPTIONS
+            if name not in GatewayProtocol.__dict__
+        }
+        return type(cls.__name__, (cls,), options)
 
     def __init__(self) -> None:
         super().__init__()
+        self._mask_offset = 0
         # Set by the upgrade resource before the handshake is replayed.
         self.principal: Principal | None = None
         self.codec: Codec | None = None
@@ -65,6 +92,46 @@ class GatewayProtocol(WebSocketServerProtocol):
         self._after_reply: list[Callable[[], Any]] = []
         self.messages_in = self.messages_out = 0
         self.bytes_in = self.bytes_out = 0
+
+    # -- Autobahn's per-connection and per-frame work, made cheaper -------
+
+    def _connectionMade(self) -> None:
+        factory = self.factory
+        for name in _FACTORY_OPTIONS:
+            if not hasattr(self, name):
+                setattr(self, name, getattr(factory, name))
+        super()._connectionMade()
+
+    def onFrameBegin(self) -> None:
+        self._mask_offset = 0
+        super().onFrameBegin()
+
+    def onFrameData(self, payload: bytes) -> bool | None:
+        """Unmask what Autobahn hands over (``applyMask`` is off), then go on.
+
+        Every frame, control frames included, passes here, possibly in
+        several pieces: the offset keeps the mask aligned across them.
+        """
+        mask = self.current_frame.mask
+        if mask is not None and payload:
+            offset = self._mask_offset
+            self._mask_offset = offset + len(payload)
+            payload = unmask(payload, mask, offset)
+        return super().onFrameData(payload)
+
+    def onMessageEnd(self) -> None:
+        """Autobahn's, without firing the ``message`` event when none listens.
+
+        Autobahn fires it for every message, and that makes a Deferred each
+        time even without a listener; the gateway registers none.
+        """
+        if self._listeners or self.trackedTimings:
+            super().onMessageEnd()
+            return
+        if not self.failedByMe:
+            payload = b"".join(self.message_data)
+            self.onMessage(payload, self.message_is_binary)
+        self.message_data = None
 
     # -- opening ---------------------------------------------------------
 
@@ -88,7 +155,7 @@ class GatewayProtocol(WebSocketServerProtocol):
             interval=heartbeat.interval_s,
             timeout=heartbeat.timeout_s,
             idle_timeout=heartbeat.idle_timeout_s,
-            send_ping=self.sendPing,
+            send_ping=self._send_ping,
             on_dead=self._heartbeat_lost,
             on_idle=self._idle,
         )
@@ -184,6 +251,11 @@ class GatewayProtocol(WebSocketServerProtocol):
 
     def onPong(self, payload: bytes) -> None:
         self._heartbeat.pong(payload)
+
+    def _send_ping(self, payload: bytes) -> None:
+        """Autobahn's ``sendPing``, written directly like the data frames."""
+        if self.state == _OPEN:
+            self.transport.write(ping_frame(payload))
 
     # -- outbound ----------------------------------------------------------
 

@@ -167,6 +167,16 @@ def _hand_over(request: Any, protocol: Any) -> None:
     protocol.makeConnection(transport)
     transport.resumeProducing()
     protocol.dataReceived(_sanitized_handshake(request))
+    # The request is never finished, so it would stay in its channel's queue,
+    # and the two would keep each other alive until the garbage collector
+    # found them: a cycle of some thirty objects per connection. Nothing else
+    # holds the channel (the transport is the protocol's now): once the
+    # request is out of the queue, both go when render() returns. (The
+    # channel's idle timeout, which must never fire on a connection it no
+    # longer has, was stopped by twisted.web for the request; made sure of.)
+    channel = request.channel
+    channel.setTimeout(None)
+    channel.requests.clear()
 
 
 def _sanitized_handshake(request: Any) -> bytes:
