@@ -13,11 +13,13 @@ Modes:
     the echoed request stands for the response).
 ``broadcast``
     Every message is a publish: framed once with ``prepareMessage`` and sent
-    to every connected client with ``sendPreparedMessage``, as the gateway's
-    fan-out does.
+    to every other connected client with ``sendPreparedMessage`` (the
+    sender does not get its own message back, as a gateway publisher that
+    is not subscribed does not). This is what Autobahn offers for fan-out.
 ``broadcast-raw``
     As ``broadcast``, but the prepared frame is written straight to each
-    transport, skipping Autobahn's send path: the ceiling for fan-out.
+    transport, skipping Autobahn's send path: the ceiling for fan-out on
+    this stack.
 
 Run as ``python -m bench.baseline --port P --mode echo --reactor epoll``; it
 prints ``listening`` once the port is open.
@@ -67,11 +69,13 @@ def _server_factory(mode: str):
             prepared = self.factory.prepareMessage(payload, isBinary)
             if mode == "broadcast":
                 for client in self.factory.clients:
-                    client.sendPreparedMessage(prepared)
+                    if client is not self:
+                        client.sendPreparedMessage(prepared)
             else:
                 frame = prepared.payloadHybi
                 for client in self.factory.clients:
-                    client.transport.write(frame)
+                    if client is not self:
+                        client.transport.write(frame)
 
         def connectionLost(self, reason):
             self.factory.clients.discard(self)

@@ -5,9 +5,10 @@ server's CPU figure counts is the server's work. A scenario builds one
 :class:`Plan` per process and drives them all in lock step through
 :class:`LoadGenerators`: ``open`` the connections, then ``ping`` (a timed
 round-trip workload) or ``idle`` (connections held open, answering the
-server's heartbeats), then ``exit``. Every reply carries the CPU time
-(user + system) the process spent on that command, so a scenario can report
-what the load side cost next to what the server cost.
+server's heartbeats), or one of the workloads of :mod:`bench.workloads`
+(fan-out, resume, presence), then ``exit``. Every reply carries the CPU
+time (user + system) the process spent on that command, so a scenario can
+report what the load side cost next to what the server cost.
 
 Every loop is bounded twice: by a count (connections, messages) and by a
 deadline. A worker also exits by itself once ``Plan.lifetime_s`` has passed,
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import multiprocessing
 import os
@@ -57,6 +59,13 @@ class Plan:
     #: (the baseline) sends no token and expects no welcome.
     secret: str | None
     lifetime_s: float
+    #: Further servers (gateways of one cluster): connection ``i`` goes to
+    #: ``urls[i % len(urls)]``, where ``urls`` is ``(url, *more_urls)``.
+    more_urls: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.url, *self.more_urls)
 
 
 def plans(
@@ -68,6 +77,7 @@ def plans(
     secret: str | None,
     lifetime_s: float,
     first_player: int = 0,
+    more_urls: tuple[str, ...] = (),
 ) -> list[Plan]:
     """Spread ``connections`` evenly over at least ``processes`` processes.
 
@@ -80,7 +90,9 @@ def plans(
     result = []
     for index in range(count):
         size = share + (index < extra)
-        result.append(Plan(url, encoding, size, first_player, secret, lifetime_s))
+        result.append(
+            Plan(url, encoding, size, first_player, secret, lifetime_s, more_urls)
+        )
         first_player += size
     return result
 
@@ -135,13 +147,21 @@ class _Worker:
         self._connections: list[ClientConnection] = []
         self._tokens: list[str | None] = []
         self._commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        #: What workloads keep between commands (see :mod:`bench.workloads`).
+        self.state: dict[str, Any] = {}
 
     async def serve(self) -> None:
         self._tokens = self._mint_tokens()
         loop = asyncio.get_running_loop()
         loop.add_reader(self._command_pipe.fileno(), self._read_commands)
         self._replies.send({"ready": True})
+        from bench import workloads  # imports this module: not at the top
+
         handlers = {"open": self._open, "ping": self._ping, "idle": self._idle}
+        handlers |= {
+            name: functools.partial(handler, self)
+            for name, handler in workloads.HANDLERS.items()
+        }
         try:
             while True:
                 remaining = self._deadline - time.monotonic()
@@ -180,6 +200,43 @@ class _Worker:
         ).auth
         return [mint_token(auth, f"p{i}") for i in players]
 
+    # -- for the workloads -------------------------------------------------
+
+    @property
+    def plan(self) -> Plan:
+        return self._plan
+
+    @property
+    def connections(self) -> list[ClientConnection]:
+        """The connections opened by ``open``, in plan order."""
+        return self._connections
+
+    @property
+    def tokens(self) -> list[str | None]:
+        """The token of each planned connection, in plan order."""
+        return self._tokens
+
+    async def connect(self, url: str, token: str | None, timeout: float):
+        """Open one more connection; (connection, None) or (None, error)."""
+        loop = asyncio.get_running_loop()
+        encoding = ENCODINGS[self._plan.encoding]
+        host, port = url.split("/")[2].split(":")
+        deadline = time.monotonic() + timeout
+        opened: asyncio.Future[str | None] = loop.create_future()
+        connection = ClientConnection(url, encoding, token, opened)
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: connection, host, int(port)),
+                deadline - time.monotonic(),
+            )
+            error = await asyncio.wait_for(opened, deadline - time.monotonic())
+        except (OSError, TimeoutError) as failure:
+            error = type(failure).__name__
+        if error is not None:
+            connection.abort()
+            return None, error
+        return connection, None
+
     def _read_commands(self) -> None:
         try:
             while self._command_pipe.poll():
@@ -188,37 +245,34 @@ class _Worker:
             self._commands.put_nowait({"do": "exit"})
 
     async def _open(self, timeout: float) -> dict[str, Any]:
-        """Open every connection, at most OPEN_CONCURRENCY handshakes at once."""
-        loop = asyncio.get_running_loop()
-        plan = self._plan
-        encoding = ENCODINGS[plan.encoding]
-        host, port = plan.url.split("/")[2].split(":")
+        """Open every connection, at most OPEN_CONCURRENCY handshakes at once.
+
+        The connections keep the plan's order (connection ``i`` is player
+        ``first_player + i``); those that failed are left out.
+        """
+        urls = self._plan.urls
         deadline = time.monotonic() + timeout
         gate = asyncio.Semaphore(OPEN_CONCURRENCY)
         errors: Counter[str] = Counter()
         finished = started = time.monotonic()
+        opened: list[ClientConnection | None] = [None] * len(self._tokens)
 
-        async def open_one(token: str | None) -> None:
+        async def open_one(index: int, token: str | None) -> None:
             nonlocal finished
             async with gate:
-                opened: asyncio.Future[str | None] = loop.create_future()
-                connection = ClientConnection(plan.url, encoding, token, opened)
-                try:
-                    await asyncio.wait_for(
-                        loop.create_connection(lambda: connection, host, int(port)),
-                        deadline - time.monotonic(),
-                    )
-                    error = await asyncio.wait_for(opened, deadline - time.monotonic())
-                except (OSError, TimeoutError) as failure:
-                    error = type(failure).__name__
+                connection, error = await self.connect(
+                    urls[index % len(urls)], token, deadline - time.monotonic()
+                )
                 if error is not None:
                     errors[error] += 1
-                    connection.abort()
                     return
-                self._connections.append(connection)
+                opened[index] = connection
                 finished = time.monotonic()
 
-        await asyncio.gather(*(open_one(token) for token in self._tokens))
+        await asyncio.gather(
+            *(open_one(index, token) for index, token in enumerate(self._tokens))
+        )
+        self._connections.extend(c for c in opened if c is not None)
         return {
             "opened": len(self._connections),
             "failed": sum(errors.values()),
@@ -303,10 +357,20 @@ class LoadGenerators:
             pipe.send({"do": do, **arguments})
         return self._collect(reply_within)
 
-    def _collect(self, timeout: float) -> list[dict[str, Any]]:
+    def command_one(
+        self, index: int, do: str, reply_within: float, **arguments: Any
+    ) -> dict[str, Any]:
+        """Send command ``do`` to load process ``index`` only; its reply."""
+        self._commands[index].send({"do": do, **arguments})
+        return self._collect(reply_within, [index])[0]
+
+    def _collect(
+        self, timeout: float, indices: list[int] | None = None
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         replies = []
-        for index, pipe in enumerate(self._replies):
+        for index in range(len(self._replies)) if indices is None else indices:
+            pipe = self._replies[index]
             if not pipe.poll(max(0.0, deadline - time.monotonic())):
                 raise LoadError(f"load process {index} did not answer in {timeout} s")
             try:

@@ -1,15 +1,21 @@
 """The load generator's WebSocket client: websockets' sans-io engine on asyncio.
 
 Chosen because it costs the least CPU per message of the clients measured
-here (docs/benchmarks.rst has the figures): websockets' own frame parser
-and C masking, driven straight from ``asyncio.Protocol`` callbacks, without
-the futures and queues its high-level API spends on every message. On two
-shared cores every microsecond the client spends is one the server under
-test does not get.
+here (docs/benchmarks.rst has the figures): websockets' handshake and C
+masking, driven straight from ``asyncio.Protocol`` callbacks, without the
+futures and queues its high-level API spends on every message. After the
+handshake the server's frames are parsed here rather than by websockets'
+generator-based parser, which was a third of the client's time per message
+received. On two shared cores every microsecond the client spends is one
+the server under test does not get.
 
 A :class:`ClientConnection` opens one authenticated connection, answers
 pings (websockets' engine queues the pong; :meth:`_flush` sends it) and can
 keep a window of ``sys.ping`` requests outstanding, timing each round trip.
+For the other workloads (:mod:`bench.workloads`) it also makes JSON-RPC
+calls (:meth:`ClientConnection.call`, answered by ``id``) and hands every
+other message, decoded, to an ``on_event`` callback with its arrival time
+(``time.time()``, comparable across processes of this machine).
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from typing import Any
 import cbor2
 import orjson
 from websockets.client import ClientProtocol
-from websockets.frames import Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
+
+#: Longest HTTP response head accepted before the frames start.
+MAX_RESPONSE_HEAD = 65536
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,21 @@ class ClientConnection(asyncio.Protocol):
         self._outstanding: deque[tuple[int, float]] = deque()
         self._pinging: Pinging | None = None
         self.pings = 0
+        #: The ``session.welcome`` document (None for the baseline).
+        self.welcome: Any = None
+        #: Called with (document, time.time()) for every message that is not
+        #: the answer to a :meth:`call`; set by a workload.
+        self.on_event: Callable[[Any, float], None] | None = None
+        self._calls: dict[int, asyncio.Future[Any]] = {}
+        #: When (``time.time()``) the last answer to a :meth:`call` arrived:
+        #: earlier than its future's waiter wakes up.
+        self.replied_at = 0.0
+        #: The code of the server's close frame, if one came.
+        self.close_code: int | None = None
+        #: The HTTP response as it arrives; None once the frames start.
+        self._head: bytearray | None = bytearray()
+        self._pending = b""
+        self._fragments: list[bytes] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -109,19 +132,99 @@ class ClientConnection(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
-        self._ws.receive_data(data)
+        if self._head is None:
+            self._frames(data)
+        else:
+            self._handshake_data(data)
+        self._flush()
+
+    def _handshake_data(self, data: bytes) -> None:
+        """Bytes of the HTTP response: only they go through websockets.
+
+        The response ends at the first blank line; what follows is frames,
+        for :meth:`_frames`. A status other than 101 fails the connection
+        here (websockets would wait for the body of the refusal).
+        """
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) > MAX_RESPONSE_HEAD:
+                self._resolve_opened("response head too long")
+                self.abort()
+            return
+        head, rest = bytes(self._head[: end + 4]), bytes(self._head[end + 4 :])
+        self._head = None
+        status = head.split(b" ", 2)[1:2]
+        if status != [b"101"]:
+            code = status[0].decode(errors="replace") if status else "?"
+            self._resolve_opened(f"HTTP {code}")
+            self.abort()
+            return
+        self._ws.receive_data(head)
         for event in self._ws.events_received():
             if isinstance(event, Response):
                 self._handshake_done(event)
-            elif event.opcode is Opcode.TEXT or event.opcode is Opcode.BINARY:
-                self._message(event.data, event.fin)
-            elif event.opcode is Opcode.PING:
+        if rest:
+            self._frames(rest)
+
+    def _frames(self, data: bytes) -> None:
+        """Parse the server's frames (never masked) and act on each.
+
+        websockets' own parser, a generator per connection, cost a third of
+        this client's time per message; the server's frames are simple
+        enough to read here: data frames (reassembled when fragmented),
+        pings (answered through websockets, which masks the pong), a close
+        (the connection is dropped: the load has no use for the rest).
+        """
+        if self._pending:
+            data = self._pending + data
+        size = len(data)
+        position = 0
+        while size - position >= 2:
+            first, length = data[position], data[position + 1] & 0x7F
+            start = position + 2
+            if length == 126:
+                if size - position < 4:
+                    break
+                length = int.from_bytes(data[start : start + 2], "big")
+                start += 2
+            elif length == 127:
+                if size - position < 10:
+                    break
+                length = int.from_bytes(data[start : start + 8], "big")
+                start += 8
+            end = start + length
+            if end > size:
+                break
+            position = end
+            opcode = first & 0x0F
+            if opcode == 1 or opcode == 2:  # text, binary
+                if first & 0x80:
+                    self._message(data[start:end], True)
+                else:
+                    self._fragments = [data[start:end]]
+            elif opcode == 0 and self._fragments is not None:  # continuation
+                self._fragments.append(data[start:end])
+                if first & 0x80:
+                    message, self._fragments = b"".join(self._fragments), None
+                    self._message(message, True)
+            elif opcode == 9:  # ping
                 self.pings += 1
-        self._flush()
+                self._ws.send_pong(data[start:end])
+            elif opcode == 8:  # close
+                if length >= 2:
+                    self.close_code = int.from_bytes(data[start : start + 2], "big")
+                self.abort()
+                return
+        self._pending = data[position:] if position < size else b""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._resolve_opened("connection lost before it was usable")
+        calls, self._calls = self._calls, {}
+        for future in calls.values():
+            if not future.done():
+                future.set_exception(ConnectionError("connection lost"))
         if self._outstanding and self._pinging is not None:
             self._pinging.errors += len(self._outstanding)
             self._outstanding.clear()
@@ -142,6 +245,36 @@ class ClientConnection(asyncio.Protocol):
         """Requests sent and not answered yet."""
         return len(self._outstanding)
 
+    def send(self, document: Any) -> None:
+        """Encode and send one message now."""
+        if self._transport is None:
+            return
+        payload = self._encoding.encode(document)
+        if self._encoding.binary:
+            self._ws.send_binary(payload)
+        else:
+            self._ws.send_text(payload)
+        self._flush()
+
+    def call(self, method: str, params: Any) -> asyncio.Future[Any]:
+        """Send a request; the future gets the response document (result or
+        error), or an exception if the connection is lost first."""
+        self._next_id += 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._transport is None:
+            future.set_exception(ConnectionError("connection closed"))
+            return future
+        self._calls[self._next_id] = future
+        self.send(
+            {"jsonrpc": "2.0", "method": method, "params": params, "id": self._next_id}
+        )
+        return future
+
+    @property
+    def open(self) -> bool:
+        """True until the connection is lost."""
+        return self._transport is not None
+
     def abort(self) -> None:
         """Drop the TCP connection (RST): no TIME_WAIT piles up between runs."""
         if self._transport is not None:
@@ -158,10 +291,16 @@ class ClientConnection(asyncio.Protocol):
 
     def _message(self, payload: bytes, fin: bool) -> None:
         if not self._opened.done():
+            if fin and self._token is not None:
+                try:
+                    self.welcome = self._encoding.decode(payload)
+                except ValueError:
+                    self.welcome = None
             self._resolve_opened(None if fin else "fragmented welcome")
             return
         pinging = self._pinging
         if pinging is None:
+            self._dispatch(payload)
             return
         now = time.monotonic()
         if not (fin and self._outstanding):
@@ -188,6 +327,24 @@ class ClientConnection(asyncio.Protocol):
         if pinging.sending:
             self._send_ping()
 
+    def _dispatch(self, payload: bytes) -> None:
+        """A response to :meth:`call` resolves its future; the rest goes to
+        ``on_event``."""
+        now = time.time()
+        try:
+            document = self._encoding.decode(payload)
+        except ValueError:
+            document = None
+        if type(document) is dict and "method" not in document and self._calls:
+            future = self._calls.pop(document.get("id"), None)  # type: ignore[arg-type]
+            if future is not None:
+                self.replied_at = now
+                if not future.done():
+                    future.set_result(document)
+                return
+        if self.on_event is not None:
+            self.on_event(document, now)
+
     def _send_ping(self) -> None:
         self._next_id += 1
         request = self._encoding.encode(
@@ -201,7 +358,9 @@ class ClientConnection(asyncio.Protocol):
         self._pinging.sent += 1
 
     def _flush(self) -> None:
-        if self._transport is None:
+        # ``writes`` is where websockets queues outgoing bytes: most calls
+        # here (after a message received) find nothing to send.
+        if self._transport is None or not self._ws.writes:
             return
         for data in self._ws.data_to_send():
             if data:

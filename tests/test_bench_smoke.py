@@ -2,9 +2,11 @@
 
 Each scenario runs as ``python -m bench SCENARIO --tiny --runs 1`` from the
 repository root, as a developer would run it, and its JSON results are
-checked for shape only: the figures exist and are positive numbers. No
-timing is asserted; this machine is too noisy for that, and the figures
-belong in docs/benchmarks.rst, not in a test.
+checked for shape only: the figures exist and are positive numbers, and
+the scenarios that count errors (lost, repeated or misordered deliveries,
+replayed offsets, zone listings) counted none. No timing is asserted;
+this machine is too noisy for that, and the figures belong in
+docs/benchmarks.rst, not in a test.
 """
 
 from __future__ import annotations
@@ -120,3 +122,72 @@ def test_codecs_times_every_codec_on_every_message(tmp_path):
         }
         for summary in case["summary"].values():
             assert_positive(summary, "encode_ns", "decode_ns", "size_bytes")
+
+
+def all_runs_error_free(document: dict) -> None:
+    for case in document["cases"]:
+        for target, runs in case["runs"].items():
+            assert all(run["errors"] == 0 for run in runs), (case["name"], target)
+
+
+def test_fanout_delivers_to_every_subscriber_on_every_target(tmp_path):
+    """fanout runs one gateway, two on Redis and both raw broadcasts."""
+    document = run_bench("fanout", tmp_path)
+    assert [case["params"]["window"] for case in document["cases"]] == [1, 16]
+    for case in document["cases"]:
+        assert set(case["summary"]) == {
+            "gateway",
+            "gateway volatile",
+            "2 gateways, redis",
+            "broadcast",
+            "broadcast-raw",
+        }
+        assert case["reference"] == "broadcast"
+        assert case["ratio"]["gateway"]["deliveries_per_s"] > 0
+        assert "redis_cpu_us_per_delivery" in case["summary"]["2 gateways, redis"]
+    for target in ("gateway", "2 gateways, redis", "broadcast-raw"):
+        for summary in figures(document, target):
+            assert_positive(
+                summary,
+                "deliveries_per_s",
+                "latency_p50_ms",
+                "latency_max_ms",
+                "server_cpu_us_per_delivery",
+                "load_cpu_us_per_delivery",
+            )
+    all_runs_error_free(document)
+
+
+def test_resume_replays_every_missed_event_once_in_order(tmp_path):
+    """resume times the replay on memory, Redis and the other gateway."""
+    document = run_bench("resume", tmp_path)
+    (case,) = document["cases"]
+    assert set(case["summary"]) == {"memory", "redis", "redis, other gateway"}
+    for target in case["summary"]:
+        (summary,) = figures(document, target)
+        assert_positive(summary, "resume_ms", "reply_ms", "events_per_s")
+        (run,) = case["runs"][target]
+        assert run["received"] == case["params"]["missed_events"]
+    all_runs_error_free(document)
+
+
+def test_presence_times_changes_and_zone_pages(tmp_path):
+    """presence measures change latency to watchers and a zone walk."""
+    document = run_bench("presence", tmp_path)
+    changes, zone = document["cases"]
+    assert set(changes["summary"]) == {
+        "gateway",
+        "2 gateways, redis",
+        "broadcast",
+        "broadcast-raw",
+    }
+    for summary in changes["summary"].values():
+        assert summary["latency_p50_ms"]["median"] > 0
+        assert summary["deliveries_per_s"]["median"] > 0
+    assert set(zone["summary"]) == {"memory", "redis"}
+    for target in ("memory", "redis"):
+        (run,) = zone["runs"][target]
+        assert run["count"] == zone["params"]["players"]
+        assert run["pages"] == -(-run["count"] // zone["params"]["limit"])
+        assert run["page_p50_ms"] > 0 and run["walk_ms"] > 0
+    all_runs_error_free(document)

@@ -4,8 +4,8 @@ A scenario is a module with ``SUMMARY`` (one line for ``--help``),
 ``add_arguments(parser)`` for its own options, and ``run(options)``, which
 returns ``{"cases": [...], "notes": [...]}`` built with
 :func:`bench.report.case_result`. The command line, the table and the JSON
-file come for free. ``fanout``, ``presence`` and ``state`` join here when the
-gateway has pub/sub, presence and state.
+file come for free. ``state`` joins here when the gateway has state
+synchronization.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ SCENARIOS = {
     "connections": "bench.scenarios.connections",
     "reactors": "bench.scenarios.reactors",
     "codecs": "bench.scenarios.codecs",
+    "fanout": "bench.scenarios.fanout",
+    "resume": "bench.scenarios.resume",
+    "presence": "bench.scenarios.presence",
 }
 
 
