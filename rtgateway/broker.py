@@ -15,6 +15,7 @@ one, so a gateway hears nothing of topics nobody here listens to.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,19 +44,34 @@ class Subscriber:
     """One connection's subscription to one topic.
 
     ``cursor`` is the last offset delivered (reliable topics); while
-    ``waiting`` is a list, events are held there (a replay is being read, or
-    the reply to the subscribe has not been sent yet).
+    ``waiting`` is not None, events queue there: a replay is being read, the
+    reply to the subscribe has not been sent yet, or the queue is being sent
+    at the pace the connection drains (a replay of thousands of events must
+    not overflow the send buffer and close the connection 4008).
     """
 
     connection: Any
     cursor: int = 0
     epoch: str | None = None
-    waiting: list[tuple[int | None, str | None, SharedMessage]] | None = None
+    waiting: deque[tuple[int | None, str | None, SharedMessage]] | None = None
 
     def deliver(self, offset: int | None, epoch: str | None, message: SharedMessage):
         if self.waiting is not None:
             self.waiting.append((offset, epoch, message))
-            return
+        else:
+            self._send(offset, epoch, message)
+
+    def flush(self) -> None:
+        """Send what waits while the connection takes it, then go live."""
+        waiting = self.waiting
+        while waiting:
+            if not self.connection.writable:
+                self.connection.when_writable(self.flush)
+                return
+            self._send(*waiting.popleft())
+        self.waiting = None
+
+    def _send(self, offset: int | None, epoch: str | None, message: SharedMessage):
         if offset is not None:
             if epoch == self.epoch and offset <= self.cursor:
                 return
@@ -129,7 +145,10 @@ class Broker:
         """
         config = self.policy.namespace(topic)
         stream = await self._follow(topic, config.reliable)
-        subscriber = Subscriber(connection, waiting=[])
+        subscriber = Subscriber(connection, waiting=deque())
+        replaced = stream.subscribers.get(connection.connection_id)
+        if replaced is not None and replaced.waiting:
+            replaced.waiting.clear()  # a subscribe again starts over
         stream.subscribers[connection.connection_id] = subscriber
         if not stream.reliable:
             return None, None, lambda: self._activate(subscriber, ())
@@ -157,9 +176,8 @@ class Broker:
         return top, recovered, lambda: self._activate(subscriber, replayed)
 
     def _activate(self, subscriber: Subscriber, replayed: tuple) -> None:
-        waiting, subscriber.waiting = subscriber.waiting or [], None
-        for offset, epoch, message in (*replayed, *waiting):
-            subscriber.deliver(offset, epoch, message)
+        subscriber.waiting = deque((*replayed, *(subscriber.waiting or ())))
+        subscriber.flush()
 
     def unsubscribe(self, connection: Any, topic: str) -> bool:
         """Drop one subscription; False if there was none."""
@@ -219,7 +237,9 @@ class Broker:
             waiter.callback(None)
 
     def _unfollow(self, stream: _Stream, connection: Any) -> None:
-        stream.subscribers.pop(connection.connection_id, None)
+        subscriber = stream.subscribers.pop(connection.connection_id, None)
+        if subscriber is not None and subscriber.waiting:
+            subscriber.waiting.clear()  # a paced replay stops here
         if stream.subscribers or self._streams.get(stream.topic) is not stream:
             return
         del self._streams[stream.topic]

@@ -25,6 +25,14 @@ class IConnection(Interface):
         send buffer closes itself (4008) and drops what follows.
         """
 
+    writable = Attribute(
+        "False while the connection's transport buffer is full: a sender with "
+        "much to say (a replay) waits for when_writable instead of queueing."
+    )
+
+    def when_writable(action):
+        """Call ``action`` once, when the transport's buffer has drained."""
+
     def close(code, reason):
         """Start the closing handshake with a protocol close code and reason."""
 

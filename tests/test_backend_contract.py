@@ -1121,6 +1121,30 @@ def test_reply_reader_handles_any_split():
         assert str(replies[-1]).startswith("NOSCRIPT")
 
 
+def test_reply_reader_reads_a_large_reply_in_chunks_once():
+    """A reply cut into many chunks is read item by item, never again from its start."""
+    items = [b"0-%d" % n for n in range(20_000)]
+    stream = b"*%d\r\n" % len(items) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(item), item) for item in items
+    )
+    reader = ReplyReader()
+    reads = 0
+    read = reader._read
+
+    def counting(start):
+        nonlocal reads
+        reads += 1
+        return read(start)
+
+    reader._read = counting
+    chunks = range(0, len(stream), 4096)
+    for offset in chunks:
+        reader.feed(stream[offset : offset + 4096])
+        reply = reader.gets()
+    assert reply == items
+    assert reads <= len(items) + 1 + len(chunks)
+
+
 @pytest_twisted.ensureDeferred
 async def test_redis_presence_get_is_one_script(redis_harness):
     """get() of 500 players is one script call, not a round trip per player."""

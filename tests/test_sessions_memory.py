@@ -263,3 +263,45 @@ def test_ended_session_writes_one_analytics_record(gateway):
     assert value("rtgateway_sessions_ended_total", {"reason": "closed"}) == 1
     assert value("rtgateway_session_duration_seconds_count") == 1
     assert value("rtgateway_session_resumes_total") == 1
+
+
+def test_a_replay_bigger_than_the_send_buffer_is_paced_not_closed(make_memory_gateway):
+    """A long replay goes out as the connection drains, never over the bound (4008)."""
+    overrides = {
+        **OVERRIDES,
+        "topics": {"chat": {"subscribe": "any", "publish": "any", "history_size": 500}},
+        "limits": {
+            "send_buffer_bytes": 2048,
+            "rate_per_second": 10_000,
+            "rate_burst": 10_000,
+        },
+    }
+    gateway = make_memory_gateway(overrides)
+    publisher, player = gateway.open("pub"), gateway.open("alice")
+    token = welcome(player)["resume_token"]
+    epoch = gateway.call(player, "pubsub.subscribe", {"topic": "chat.room"})["result"][
+        "epoch"
+    ]
+    gateway.drop(player)
+    for n in range(300):
+        publish(gateway, publisher, n)
+    again = gateway.open("alice")
+    (connection,) = [
+        c
+        for c in gateway.gateway.factory.connections
+        if c.principal.player_id == "alice"
+    ]
+    positions = {"chat.room": {"offset": 0, "epoch": epoch}}
+    connection._guard.pauseProducing()  # what a full TCP buffer does
+    assert resume(gateway, again, token, positions)["result"]["recovered"]
+    assert offsets(again) == []  # waiting for the transport
+    for _ in range(300):
+        connection._guard.resumeProducing()
+        gateway.flush()
+        connection._guard.pauseProducing()
+        if len(offsets(again)) == 300:
+            break
+    connection._guard.resumeProducing()
+    gateway.flush()
+    assert offsets(again) == list(range(1, 301))
+    assert not again.closed

@@ -10,6 +10,8 @@ connection is closed 4008 instead of growing the server's memory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
@@ -18,11 +20,12 @@ from zope.interface import implementer
 class SendBufferGuard:
     """Counts bytes written while the transport's buffer is full."""
 
-    __slots__ = ("_limit", "_paused", "pending")
+    __slots__ = ("_drained", "_limit", "_paused", "pending")
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._paused = False
+        self._drained: list[Callable[[], None]] = []
         self.pending = 0
 
     @property
@@ -40,9 +43,16 @@ class SendBufferGuard:
     def pauseProducing(self) -> None:
         self._paused = True
 
+    def when_drained(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the transport's buffer has drained."""
+        self._drained.append(action)
+
     def resumeProducing(self) -> None:
         self._paused = False
         self.pending = 0
+        drained, self._drained = self._drained, []
+        for action in drained:
+            action()
 
     def stopProducing(self) -> None:
         self._paused = True

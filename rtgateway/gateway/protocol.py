@@ -296,6 +296,15 @@ class GatewayProtocol(WebSocketServerProtocol):
         else:
             self._unbounded(self.sendMessage, payload, self.codec.BINARY)
 
+    @property
+    def writable(self) -> bool:
+        """False while the transport's buffer is full (see :class:`IConnection`)."""
+        return self._guard is not None and not self._guard.paused
+
+    def when_writable(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the transport's buffer has drained."""
+        self._guard.when_drained(action)
+
     def send_shared(self, message: SharedMessage) -> None:
         """Send a message shared by many connections (see :mod:`fanout`).
 

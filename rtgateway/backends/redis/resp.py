@@ -31,35 +31,58 @@ _COMPACT_AT = 65536
 
 
 class _Incomplete(Exception):
-    """The buffer ends inside the reply being parsed."""
+    """The buffer ends inside the item being read."""
 
 
 class ReplyReader:
-    """Cuts a byte stream into RESP2 replies (the hiredis ``Reader`` API)."""
+    """Cuts a byte stream into RESP2 replies (the hiredis ``Reader`` API).
+
+    Arrays are built item by item, and an array cut by the end of a chunk
+    is kept half-built (``_stack``) until the next one: a 3 MB reply of
+    20,000 items read in 64 KiB chunks is parsed once, not once per chunk.
+    """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._start = 0
+        #: Arrays being filled, outermost first: (items so far, item count).
+        self._stack: list[tuple[list[Any], int]] = []
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
 
     def gets(self) -> Any:
         """The next complete reply, or :data:`INCOMPLETE`."""
-        try:
-            reply, end = self._parse(self._start)
-        except _Incomplete:
-            return INCOMPLETE
-        self._start = end
-        if end == len(self._buffer):
+        while True:
+            try:
+                value, self._start, count = self._read(self._start)
+            except _Incomplete:
+                self._compact()
+                return INCOMPLETE
+            if count:  # a non-empty array starts: its items come next
+                self._stack.append(([], count))
+                continue
+            while self._stack:
+                items, count = self._stack[-1]
+                items.append(value)
+                if len(items) < count:
+                    break
+                self._stack.pop()
+                value = items
+            else:
+                self._compact()
+                return value
+
+    def _compact(self) -> None:
+        if self._start == len(self._buffer):
             self._buffer.clear()
             self._start = 0
-        elif end >= _COMPACT_AT:
-            del self._buffer[:end]
+        elif self._start >= _COMPACT_AT:
+            del self._buffer[: self._start]
             self._start = 0
-        return reply
 
-    def _parse(self, start: int) -> tuple[Any, int]:
+    def _read(self, start: int) -> tuple[Any, int, int]:
+        """One item at ``start``: (value, end, item count of an array header)."""
         buffer = self._buffer
         end = buffer.find(b"\r\n", start)
         if end < 0:
@@ -70,25 +93,20 @@ class ReplyReader:
         if kind == 0x24:  # $ bulk string
             length = int(line)
             if length < 0:
-                return None, position
+                return None, position, 0
             if len(buffer) < position + length + 2:
                 raise _Incomplete
-            return bytes(buffer[position : position + length]), position + length + 2
+            return bytes(buffer[position : position + length]), position + length + 2, 0
         if kind == 0x2A:  # * array
             count = int(line)
-            if count < 0:
-                return None, position
-            items = []
-            for _ in range(count):
-                item, position = self._parse(position)
-                items.append(item)
-            return items, position
+            return (None if count < 0 else []), position, max(count, 0)
         if kind == 0x3A:  # : integer
-            return int(line), position
+            return int(line), position, 0
         if kind == 0x2B:  # + status
-            return line.decode(errors="replace"), position
+            return line.decode(errors="replace"), position, 0
         if kind == 0x2D:  # - error
-            return txredisapi.ResponseError(line.decode(errors="replace")), position
+            error = txredisapi.ResponseError(line.decode(errors="replace"))
+            return error, position, 0
         raise txredisapi.InvalidResponse(f"unknown reply type {bytes([kind])!r}")
 
 
