@@ -83,7 +83,10 @@ def test_connections_reports_rate_memory_and_idle_cpu(tmp_path):
     document = run_bench("connections", tmp_path)
     (gateway,) = figures(document, "gateway")
     (baseline,) = figures(document, "baseline")
-    assert_positive(gateway, "open_per_s", "rss_after_mib", "heartbeat_cpu_us")
+    # The idle CPU of a smoke run's few connections can stay under the
+    # kernel's 10 ms accounting tick: it is reported, not necessarily > 0.
+    assert_positive(gateway, "open_per_s", "rss_after_mib", "heartbeats")
+    assert "heartbeat_cpu_us" in gateway
     assert_positive(baseline, "open_per_s", "rss_after_mib")
     assert "heartbeat_cpu_us" not in baseline
     assert document["cases"][0]["ratio"]["gateway"]["open_per_s"] > 0

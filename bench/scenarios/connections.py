@@ -48,7 +48,6 @@ DEFAULT_HEARTBEAT_S = 15.0
 #: also needs its log, its listener and epoll, and a step must not fail on
 #: the limit itself.
 FILE_HEADROOM = 1000
-#: process, and the gateway also needs its log, its listener and epoll.
 #: Time for opening connections, per thousand, before giving up.
 OPEN_S_PER_THOUSAND = 30.0
 
@@ -62,6 +61,7 @@ FIGURES = {
     "idle_cpu_cores": "idle server CPU cores",
     "heartbeat_cpu_us": "server CPU us/heartbeat",
     "idle_load_cpu_cores": "idle load CPU cores",
+    "heartbeats": "heartbeats answered",
 }
 
 
