@@ -389,7 +389,15 @@ def test_players_of_a_killed_gateway_go_offline(cluster):
     gw_b = cluster("gw-b", presence=presence)
     watcher = Player(gw_b.url, "watcher")
     victim = Player(gw_a.url, "victim")
-    watcher.call("presence.watch", {"players": ["victim"]})
+    watched = watcher.call("presence.watch", {"players": ["victim"]})["result"]
+    # The victim's going online may still be on its way to gateway B.
+    deadline = time.monotonic() + 5
+    while watched["players"]["victim"]["status"] != "online":
+        assert time.monotonic() < deadline, watched
+        watcher.drain(idle=0.05, limit=0.2)
+        watched = watcher.call("presence.get", {"players": ["victim"]})["result"]
+    watcher.drain(idle=0.2, limit=0.5)
+    watcher.events.clear()
     gw_a.signal(signal.SIGKILL)
     started = time.monotonic()
     deadline = started + 10

@@ -33,12 +33,16 @@ class SendBufferGuard:
         """True while the transport's own buffer is full."""
         return self._paused
 
-    def admits(self, size: int) -> bool:
-        """Account for ``size`` more bytes; False once over the bound."""
+    def admits(self, size: int, queued: int = 0) -> bool:
+        """Account for ``size`` more bytes; False once over the bound.
+
+        ``queued`` is what waits before the transport (the connection's
+        outbox), and counts against the bound as well.
+        """
         if not self._paused:
-            return True
+            return queued + size <= self._limit or not queued
         self.pending += size
-        return self.pending <= self._limit
+        return self.pending + queued <= self._limit
 
     def pauseProducing(self) -> None:
         self._paused = True

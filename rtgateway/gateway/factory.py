@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from rtgateway.dispatch import Dispatcher
+from rtgateway.gateway.outbox import Outboxes
 from rtgateway.gateway.protocol import GatewayProtocol
 from rtgateway.metrics import GatewayMetrics
 from rtgateway.wire import closecodes
@@ -57,6 +58,8 @@ class GatewayFactory(WebSocketServerFactory):
         self.sessions = sessions
         self.metrics = metrics
         self.clock = clock
+        #: Fan-out frames, sent once per turn of the reactor.
+        self.outboxes = Outboxes(clock)
         self._ready = ready
         self.connections: set[GatewayProtocol] = set()
         self._per_host: Counter[str] = Counter()

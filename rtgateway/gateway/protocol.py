@@ -23,6 +23,7 @@ from rtgateway.fanout import SharedMessage
 from rtgateway.gateway.backpressure import SendBufferGuard
 from rtgateway.gateway.frames import frame_header, ping_frame, unmask
 from rtgateway.gateway.heartbeat import Heartbeat
+from rtgateway.gateway.outbox import write_now
 from rtgateway.interfaces import IConnection
 from rtgateway.ratelimit import AbuseDetector, TokenBucket
 from rtgateway.wire import closecodes
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 from rtgateway.wire.codecs import Codec
 
 _OPEN = WebSocketProtocol.STATE_OPEN
+#: Bytes of fan-out frames a connection gathers in one turn of the reactor
+#: before a replay pauses until they are sent (see ``writable``); at most
+#: half the send buffer's bound.
+OUTBOX_PAUSE_BYTES = 64 * 1024
 #: The options Autobahn copies from the factory onto each protocol.
 _FACTORY_OPTIONS = tuple(WebSocketServerProtocol.CONFIG_ATTRS)
 
@@ -90,6 +95,11 @@ class GatewayProtocol(WebSocketServerProtocol):
         self._bucket: TokenBucket | None = None
         self._abuse: AbuseDetector | None = None
         self._after_reply: list[Callable[[], Any]] = []
+        # Fan-out frames waiting for the reactor's next turn (see outbox).
+        self._outbox: list[bytes] | None = None
+        self._outbox_bytes = 0
+        self._outbox_pause = OUTBOX_PAUSE_BYTES
+        self._after_outbox: list[Callable[[], None]] = []
         self.messages_in = self.messages_out = 0
         self.bytes_in = self.bytes_out = 0
 
@@ -148,6 +158,7 @@ class GatewayProtocol(WebSocketServerProtocol):
             clock, limits.abuse_rejections, limits.abuse_window_s
         )
         self._guard = SendBufferGuard(limits.send_buffer_bytes)
+        self._outbox_pause = min(OUTBOX_PAUSE_BYTES, limits.send_buffer_bytes // 2)
         self.transport.registerProducer(self._guard, True)
         heartbeat = factory.config.heartbeat
         self._heartbeat = Heartbeat(
@@ -255,7 +266,7 @@ class GatewayProtocol(WebSocketServerProtocol):
     def _send_ping(self, payload: bytes) -> None:
         """Autobahn's ``sendPing``, written directly like the data frames."""
         if self.state == _OPEN:
-            self.transport.write(ping_frame(payload))
+            self._write(ping_frame(payload))
 
     # -- outbound ----------------------------------------------------------
 
@@ -290,20 +301,33 @@ class GatewayProtocol(WebSocketServerProtocol):
         self.messages_out += 1
         self.bytes_out += len(payload)
         if self._perMessageCompress is None:
-            self.transport.write(
-                frame_header(len(payload), self.codec.BINARY) + payload
-            )
+            self._write(frame_header(len(payload), self.codec.BINARY) + payload)
         else:
             self._unbounded(self.sendMessage, payload, self.codec.BINARY)
 
     @property
     def writable(self) -> bool:
-        """False while the transport's buffer is full (see :class:`IConnection`)."""
-        return self._guard is not None and not self._guard.paused
+        """False while the transport's buffer is full (see :class:`IConnection`).
+
+        Also False once a turn's outbox holds ``OUTBOX_PAUSE_BYTES`` (or half
+        the send buffer's bound), so that a replay goes out in slices the
+        socket can take, one per turn.
+        """
+        guard = self._guard
+        return (
+            guard is not None
+            and not guard.paused
+            and self._outbox_bytes < self._outbox_pause
+        )
 
     def when_writable(self, action: Callable[[], None]) -> None:
-        """Run ``action`` once the transport's buffer has drained."""
-        self._guard.when_drained(action)
+        """Run ``action`` once the outbox is sent and the transport drained."""
+        if self._guard.paused:
+            self._guard.when_drained(action)
+        elif self._outbox is not None:
+            self._after_outbox.append(action)
+        else:
+            action()
 
     def send_shared(self, message: SharedMessage) -> None:
         """Send a message shared by many connections (see :mod:`fanout`).
@@ -318,18 +342,48 @@ class GatewayProtocol(WebSocketServerProtocol):
             self.factory.metrics.events_dropped.inc()
             return
         prepared = message.prepared(self.codec, self.factory.prepareMessage)
-        size = len(prepared.payloadHybi)
-        if not guard.admits(size):
+        frame = prepared.payloadHybi
+        size = len(frame)
+        if not guard.admits(size, self._outbox_bytes):
             self.factory.metrics.slow_consumers.inc()
             self.close(closecodes.SLOW_CONSUMER, "send buffer full")
             return
         self.factory.metrics.bytes_out.inc(size)
         self.messages_out += 1
         self.bytes_out += size
-        if self._perMessageCompress is None:
-            self.transport.write(prepared.payloadHybi)
-        else:
+        if self._perMessageCompress is not None:
             self._unbounded(self.sendPreparedMessage, prepared)
+        elif self._outbox is None:
+            self._outbox = [frame]
+            self._outbox_bytes = size
+            self.factory.outboxes.schedule(self.send_outbox)
+        else:
+            self._outbox.append(frame)
+            self._outbox_bytes += size
+
+    def send_outbox(self) -> None:
+        """Send the fan-out frames gathered so far, then resume who waited."""
+        outbox = self._outbox
+        if outbox is None:
+            return
+        self._outbox = None
+        self._outbox_bytes = 0
+        write_now(self.transport, outbox[0] if len(outbox) == 1 else b"".join(outbox))
+        waiting, self._after_outbox = self._after_outbox, []
+        for action in waiting:
+            self.when_writable(action)
+
+    def _write(self, data: bytes) -> None:
+        """Write a frame of this connection's own, after its waiting outbox."""
+        if self._outbox is not None:
+            self.send_outbox()
+        self.transport.write(data)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: Any = None) -> None:
+        """Autobahn's frame writer, keeping its frames behind the outbox."""
+        if self._outbox is not None:
+            self.send_outbox()
+        super().sendData(data, sync, chopsize)
 
     def _unbounded(self, send: Callable[..., None], *args: Any) -> None:
         """Call an Autobahn send without the limit meant for incoming messages."""
@@ -396,6 +450,9 @@ class GatewayProtocol(WebSocketServerProtocol):
         if self._heartbeat is not None:
             self._heartbeat.stop()
         self._waiting = None
+        self._outbox = None
+        self._outbox_bytes = 0
+        self._after_outbox = []
         self.factory.connection_lost(self)
 
 

@@ -215,10 +215,16 @@ class MemoryGateway:
         self.flush()
 
     def flush(self) -> None:
-        """Move every pending byte between every client and the gateway."""
+        """Move every pending byte between every client and the gateway.
+
+        Fan-out frames waiting for the reactor's next turn are sent first, as
+        that turn would (see :mod:`rtgateway.gateway.outbox`).
+        """
+        outboxes = self.gateway.factory.outboxes
         moved = True
         while moved:
-            moved = False
+            moved = outboxes.pending
+            outboxes.send_all()
             for pump in self.pumps:
                 moved = pump.pump() or moved
 
