@@ -4,7 +4,7 @@ Fan-out is the hot path of pub/sub: an event for 1,000 subscribers must
 not be encoded 1,000 times. A :class:`SharedMessage` encodes its document
 at most once per codec and keeps the WebSocket frame prepared by the first
 connection that asks (Autobahn's ``prepareMessage``), so every further
-subscriber costs one ``transport.write``.
+subscriber costs one append to its outbox (:mod:`rtgateway.gateway.outbox`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fan-out frames leave once per turn of the reactor, in order, within bounds."""
+"""A connection's frames leave once per turn of the reactor, in order, within bounds."""
 
 from __future__ import annotations
 
@@ -103,8 +103,8 @@ def test_the_next_turn_comes_from_the_reactor_clock():
     )
 
 
-def test_a_connections_own_frame_goes_after_its_waiting_outbox():
-    """A reply or notification never overtakes fan-out frames already queued."""
+def test_replies_and_events_share_the_outbox_in_order():
+    """A notification of the connection's own joins the turn's write, in order."""
     gateway = make_gateway()
     alice, bob = gateway.open("alice"), gateway.open("bob")
     gateway.call(alice, "pubsub.subscribe", {"topic": "chat.room"})
@@ -113,7 +113,10 @@ def test_a_connections_own_frame_goes_after_its_waiting_outbox():
     publish_batch(bob, ["first"])
     pump(gateway, 1)
     connection.send_notification("note", {"data": {"t": "second"}})
-    assert len(writes) == 2 and b"first" in writes[0] and b"second" in writes[1]
+    assert writes == []
+    gateway.gateway.factory.outboxes.send_all()
+    (write,) = writes
+    assert 0 <= write.index(b"first") < write.index(b"second")
     gateway.flush()
     assert texts(alice) == ["first", "second"]
 
@@ -241,3 +244,15 @@ async def test_write_now_queues_behind_what_the_socket_did_not_take(tcp_pair):
     write_now(transport, b"tail")
     client.transport.resumeProducing()
     assert await received(client, len(big) + 4) == big + b"tail"
+
+
+def test_autobahns_own_frames_go_after_the_outbox():
+    """A close frame (written by Autobahn) follows the frames queued before it."""
+    gateway = make_gateway()
+    alice = gateway.open("alice")
+    connection = server_side(gateway, "alice")
+    connection.send_notification("note", {"data": {"t": "last words"}})
+    connection.close(4010, "kicked")
+    gateway.flush()
+    assert texts(alice) == ["last words"]
+    assert alice.close_code == 4010

@@ -58,7 +58,7 @@ class GatewayFactory(WebSocketServerFactory):
         self.sessions = sessions
         self.metrics = metrics
         self.clock = clock
-        #: Fan-out frames, sent once per turn of the reactor.
+        #: Connections' frames, sent once per turn of the reactor.
         self.outboxes = Outboxes(clock)
         self._ready = ready
         self.connections: set[GatewayProtocol] = set()

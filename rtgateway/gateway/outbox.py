@@ -1,21 +1,24 @@
-"""Fan-out frames gathered per connection, sent once per turn of the reactor.
+"""A connection's frames gathered per turn of the reactor, sent in one go.
 
 Twisted's ``transport.write`` registers the connection for writability
 (``epoll_ctl``), sends on the next turn of the loop, then unregisters it:
 three system calls and one more event to dispatch for every write. When
 one publication goes to 1,000 subscribers that was a third of the
-gateway's CPU (docs/benchmarks.rst, "Where fan-out time goes"), and the
-reason delivery latency rose with the number of subscribers.
+gateway's CPU (docs/benchmarks.rst, "Where fan-out time goes"), and what
+made delivery latency grow with the number of subscribers; every reply to
+a call paid it too.
 
-A connection instead appends its fan-out frames to its outbox and asks
-:class:`Outboxes` to send it; all of them are sent together at the start
-of the reactor's next turn (``callLater(0)``), each connection's frames in
-one ``send()`` straight to the socket when the transport has nothing
-waiting before them. Frames published in the same turn (a burst, several
-publications read from one packet) are thus joined in one system call, as
-Twisted's buffer would have joined them. Whatever the socket does not
-take, and every transport that is not plain TCP (TLS), goes through
-``transport.write`` as before, so ordering and the send-buffer bound hold.
+A connection instead appends its frames (events, replies, pings) to its
+outbox and asks :class:`Outboxes` to send it; all of them are sent
+together at the start of the reactor's next turn (``callLater(0)``), each
+connection's frames in one ``send()`` straight to the socket when the
+transport has nothing waiting before them. Frames written in the same turn
+(a burst of publications, the replies to a pipelined window of calls) are
+thus joined in one system call, as Twisted's buffer would have joined
+them. Whatever the socket does not take, and every transport that is not
+plain TCP (TLS), goes through ``transport.write`` as before, so ordering
+and the send-buffer bound hold; frames Autobahn writes itself (handshake,
+close, pong) send the outbox first.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ from twisted.internet.interfaces import IReactorTime
 
 
 class Outboxes:
-    """The connections with frames waiting, and the one call that sends them.
+    """The outboxes waiting for the next turn, and the one call that sends them.
 
-    ``send(connection)`` is called with a connection's frames when its
-    outbox was empty; the callback it was given sends them.
+    A connection schedules its ``send_outbox`` when its outbox stops being
+    empty; one delayed call per turn sends every scheduled outbox.
     """
 
     __slots__ = ("_call", "_clock", "_waiting")

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 from rtgateway.wire.codecs import Codec
 
 _OPEN = WebSocketProtocol.STATE_OPEN
-#: Bytes of fan-out frames a connection gathers in one turn of the reactor
+#: Bytes of frames a connection gathers in one turn of the reactor
 #: before a replay pauses until they are sent (see ``writable``); at most
 #: half the send buffer's bound.
 OUTBOX_PAUSE_BYTES = 64 * 1024
@@ -95,7 +95,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         self._bucket: TokenBucket | None = None
         self._abuse: AbuseDetector | None = None
         self._after_reply: list[Callable[[], Any]] = []
-        # Fan-out frames waiting for the reactor's next turn (see outbox).
+        # Frames waiting for the reactor's next turn (see outbox).
         self._outbox: list[bytes] | None = None
         self._outbox_bytes = 0
         self._outbox_pause = OUTBOX_PAUSE_BYTES
@@ -293,7 +293,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         """Send an already encoded message, within the send-buffer bound."""
         if self.state != _OPEN:
             return
-        if not self._guard.admits(len(payload)):
+        if not self._guard.admits(len(payload), self._outbox_bytes):
             self.factory.metrics.slow_consumers.inc()
             self.close(closecodes.SLOW_CONSUMER, "send buffer full")
             return
@@ -351,18 +351,13 @@ class GatewayProtocol(WebSocketServerProtocol):
         self.factory.metrics.bytes_out.inc(size)
         self.messages_out += 1
         self.bytes_out += size
-        if self._perMessageCompress is not None:
-            self._unbounded(self.sendPreparedMessage, prepared)
-        elif self._outbox is None:
-            self._outbox = [frame]
-            self._outbox_bytes = size
-            self.factory.outboxes.schedule(self.send_outbox)
+        if self._perMessageCompress is None:
+            self._write(frame)
         else:
-            self._outbox.append(frame)
-            self._outbox_bytes += size
+            self._unbounded(self.sendPreparedMessage, prepared)
 
     def send_outbox(self) -> None:
-        """Send the fan-out frames gathered so far, then resume who waited."""
+        """Send the frames gathered so far, then resume who waited."""
         outbox = self._outbox
         if outbox is None:
             return
@@ -374,10 +369,14 @@ class GatewayProtocol(WebSocketServerProtocol):
             self.when_writable(action)
 
     def _write(self, data: bytes) -> None:
-        """Write a frame of this connection's own, after its waiting outbox."""
-        if self._outbox is not None:
-            self.send_outbox()
-        self.transport.write(data)
+        """Queue a frame in the outbox (see :mod:`rtgateway.gateway.outbox`)."""
+        if self._outbox is None:
+            self._outbox = [data]
+            self._outbox_bytes = len(data)
+            self.factory.outboxes.schedule(self.send_outbox)
+        else:
+            self._outbox.append(data)
+            self._outbox_bytes += len(data)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: Any = None) -> None:
         """Autobahn's frame writer, keeping its frames behind the outbox."""

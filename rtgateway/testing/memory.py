@@ -217,7 +217,7 @@ class MemoryGateway:
     def flush(self) -> None:
         """Move every pending byte between every client and the gateway.
 
-        Fan-out frames waiting for the reactor's next turn are sent first, as
+        Frames waiting for the reactor's next turn are sent first, as
         that turn would (see :mod:`rtgateway.gateway.outbox`).
         """
         outboxes = self.gateway.factory.outboxes
