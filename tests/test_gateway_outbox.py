@@ -154,6 +154,24 @@ def test_what_waits_in_the_outbox_counts_against_the_send_buffer():
     assert len(texts(alice)) == 4
 
 
+def test_frames_queued_while_the_transport_is_full_count_once():
+    """While paused, the outbox's frames count once against the bound."""
+    gateway = make_gateway(send_buffer_bytes=4096)
+    alice = gateway.open("alice")
+    connection = server_side(gateway, "alice")
+    event = SharedMessage(notification("note", {"data": {"t": "x" * 900}}))
+    connection._guard.pauseProducing()  # what a full TCP buffer does
+    for _ in range(4):
+        connection.send_shared(event)
+    assert not alice.closed and connection.state == connection.STATE_OPEN
+    connection.send_shared(event)
+    assert connection.state != connection.STATE_OPEN
+    connection._guard.resumeProducing()
+    gateway.flush()
+    assert alice.close_code == 4008
+    assert len(texts(alice)) == 4
+
+
 def test_a_connection_lost_with_frames_waiting_is_skipped():
     """Frames queued for a connection that dropped are discarded quietly."""
     gateway = make_gateway()

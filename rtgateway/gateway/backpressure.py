@@ -37,12 +37,15 @@ class SendBufferGuard:
         """Account for ``size`` more bytes; False once over the bound.
 
         ``queued`` is what waits before the transport (the connection's
-        outbox), and counts against the bound as well.
+        outbox) and counts against the bound as well. The transport pauses
+        only while it is being written to, when the outbox has just been
+        emptied into it; from then on everything queued was admitted while
+        paused, and is already in ``pending``.
         """
         if not self._paused:
             return queued + size <= self._limit or not queued
         self.pending += size
-        return self.pending + queued <= self._limit
+        return self.pending <= self._limit
 
     def pauseProducing(self) -> None:
         self._paused = True
