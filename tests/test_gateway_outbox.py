@@ -274,3 +274,90 @@ def test_autobahns_own_frames_go_after_the_outbox():
     gateway.flush()
     assert texts(alice) == ["last words"]
     assert alice.close_code == 4010
+
+
+def test_no_data_frame_follows_the_close_frame():
+    """A replay waiting for its outbox resumes after a close, never behind it."""
+    gateway = make_gateway(send_buffer_bytes=4096)
+    alice = gateway.open("alice")
+    connection = server_side(gateway, "alice")
+    event = SharedMessage(notification("note", {"data": {"t": "x" * 700}}))
+    while connection.writable:
+        connection.send_shared(event)
+    connection.when_writable(lambda: connection.send_shared(event))
+    writes = record_writes(connection)
+    connection.close(4010, "kicked")
+    gateway.flush()
+    assert writes[-1][0] == 0x88  # the close frame, and nothing after it
+    assert alice.close_code == 4010
+
+
+def test_a_one_byte_send_buffer_paces_a_replay_one_frame_per_turn():
+    """The smallest bound still lets a replay through, one frame per turn."""
+    gateway = make_gateway(send_buffer_bytes=1)
+    alice = gateway.open("alice")
+    connection = server_side(gateway, "alice")
+    sent = []
+
+    def replay() -> None:  # what Subscriber.flush does
+        while len(sent) < 5:
+            if not connection.writable:
+                connection.when_writable(replay)
+                return
+            connection.send_shared(
+                SharedMessage(notification("note", {"data": {"t": str(len(sent))}}))
+            )
+            sent.append(True)
+
+    replay()
+    assert len(sent) == 1
+    gateway.flush()
+    assert texts(alice) == ["0", "1", "2", "3", "4"]
+
+
+def test_an_aborted_connection_sends_nothing_more():
+    """Frames queued before an abort are discarded, not written."""
+    gateway = make_gateway()
+    gateway.open("alice")
+    connection = server_side(gateway, "alice")
+    connection.send_notification("note", {"data": {"t": "late"}})
+    writes = record_writes(connection)
+    connection.dropConnection(abort=True)
+    gateway.gateway.factory.outboxes.send_all()
+    assert writes == []
+
+
+def test_one_failing_outbox_does_not_strand_the_others():
+    """An error sending one connection's outbox is logged; the rest go out."""
+    from twisted.internet.task import Clock
+    from twisted.logger import globalLogPublisher
+
+    from rtgateway.gateway.outbox import Outboxes
+
+    clock = Clock()
+    outboxes = Outboxes(clock)
+    sent, logged = [], []
+
+    def fails() -> None:
+        raise ValueError("cannot encode")
+
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        outboxes.schedule(fails)
+        outboxes.schedule(lambda: sent.append("other"))
+        clock.advance(0)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert sent == ["other"]
+    assert any("log_failure" in event for event in logged)
+
+
+def test_a_transport_pausing_with_frames_queued_counts_them():
+    """A TLS transport may pause on a turn of its own, with the outbox full."""
+    from rtgateway.gateway.backpressure import SendBufferGuard
+
+    guard = SendBufferGuard(1000)
+    guard.queued = 800
+    guard.pauseProducing()
+    assert guard.admits(200)
+    assert not guard.admits(1)

@@ -20,35 +20,44 @@ from zope.interface import implementer
 class SendBufferGuard:
     """Counts bytes written while the transport's buffer is full."""
 
-    __slots__ = ("_drained", "_limit", "_paused", "pending")
+    __slots__ = ("_drained", "_limit", "_paused", "pending", "queued")
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._paused = False
         self._drained: list[Callable[[], None]] = []
+        #: Bytes counted since the transport paused.
         self.pending = 0
+        #: Bytes admitted that wait before the transport (the connection's
+        #: outbox), kept by the connection: it adds what it queues and sets
+        #: this back to 0 when it sends them.
+        self.queued = 0
 
     @property
     def paused(self) -> bool:
         """True while the transport's own buffer is full."""
         return self._paused
 
-    def admits(self, size: int, queued: int = 0) -> bool:
+    def admits(self, size: int) -> bool:
         """Account for ``size`` more bytes; False once over the bound.
 
-        ``queued`` is what waits before the transport (the connection's
-        outbox) and counts against the bound as well. The transport pauses
-        only while it is being written to, when the outbox has just been
-        emptied into it; from then on everything queued was admitted while
-        paused, and is already in ``pending``.
+        What waits in the outbox counts against the bound as well; a single
+        message is always admitted into an empty outbox.
         """
         if not self._paused:
-            return queued + size <= self._limit or not queued
+            queued = self.queued
+            return not queued or queued + size <= self._limit
         self.pending += size
         return self.pending <= self._limit
 
     def pauseProducing(self) -> None:
+        """The transport's buffer is full; what is queued counts from now on.
+
+        A plain TCP transport pauses while the outbox is written to it (then
+        empty), a TLS one possibly on a turn of its own, with frames queued.
+        """
         self._paused = True
+        self.pending = self.queued
 
     def when_drained(self, action: Callable[[], None]) -> None:
         """Run ``action`` once the transport's buffer has drained."""

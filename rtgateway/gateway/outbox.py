@@ -28,6 +28,7 @@ from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 
 class Outboxes:
@@ -38,6 +39,7 @@ class Outboxes:
     """
 
     __slots__ = ("_call", "_clock", "_waiting")
+    _log = Logger()
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
@@ -63,7 +65,12 @@ class Outboxes:
             self._call = None
         waiting, self._waiting = self._waiting, []
         for send in waiting:
-            send()
+            try:
+                send()
+            except Exception:
+                # One connection's failure (an event that would not encode
+                # in a resumed replay) must not strand the others' frames.
+                self._log.failure("sending a connection's outbox failed")
 
 
 def write_now(transport: Any, data: bytes) -> None:

@@ -97,7 +97,6 @@ class GatewayProtocol(WebSocketServerProtocol):
         self._after_reply: list[Callable[[], Any]] = []
         # Frames waiting for the reactor's next turn (see outbox).
         self._outbox: list[bytes] | None = None
-        self._outbox_bytes = 0
         self._outbox_pause = OUTBOX_PAUSE_BYTES
         self._after_outbox: list[Callable[[], None]] = []
         self.messages_in = self.messages_out = 0
@@ -158,7 +157,9 @@ class GatewayProtocol(WebSocketServerProtocol):
             clock, limits.abuse_rejections, limits.abuse_window_s
         )
         self._guard = SendBufferGuard(limits.send_buffer_bytes)
-        self._outbox_pause = min(OUTBOX_PAUSE_BYTES, limits.send_buffer_bytes // 2)
+        self._outbox_pause = max(
+            1, min(OUTBOX_PAUSE_BYTES, limits.send_buffer_bytes // 2)
+        )
         self.transport.registerProducer(self._guard, True)
         heartbeat = factory.config.heartbeat
         self._heartbeat = Heartbeat(
@@ -293,7 +294,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         """Send an already encoded message, within the send-buffer bound."""
         if self.state != _OPEN:
             return
-        if not self._guard.admits(len(payload), self._outbox_bytes):
+        if not self._guard.admits(len(payload)):
             self.factory.metrics.slow_consumers.inc()
             self.close(closecodes.SLOW_CONSUMER, "send buffer full")
             return
@@ -315,9 +316,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         """
         guard = self._guard
         return (
-            guard is not None
-            and not guard.paused
-            and self._outbox_bytes < self._outbox_pause
+            guard is not None and not guard.paused and guard.queued < self._outbox_pause
         )
 
     def when_writable(self, action: Callable[[], None]) -> None:
@@ -344,7 +343,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         prepared = message.prepared(self.codec, self.factory.prepareMessage)
         frame = prepared.payloadHybi
         size = len(frame)
-        if not guard.admits(size, self._outbox_bytes):
+        if not guard.admits(size):
             self.factory.metrics.slow_consumers.inc()
             self.close(closecodes.SLOW_CONSUMER, "send buffer full")
             return
@@ -357,31 +356,44 @@ class GatewayProtocol(WebSocketServerProtocol):
             self._unbounded(self.sendPreparedMessage, prepared)
 
     def send_outbox(self) -> None:
-        """Send the frames gathered so far, then resume who waited."""
+        """Send the frames gathered so far, then resume who waited for that."""
+        self._flush_outbox()
+        waiting, self._after_outbox = self._after_outbox, []
+        for action in waiting:
+            self.when_writable(action)
+
+    def _flush_outbox(self) -> None:
+        """Write the outbox; discard it if the connection was dropped."""
         outbox = self._outbox
         if outbox is None:
             return
         self._outbox = None
-        self._outbox_bytes = 0
+        self._guard.queued = 0
+        if self.state == WebSocketProtocol.STATE_CLOSED:  # aborted
+            return
         write_now(self.transport, outbox[0] if len(outbox) == 1 else b"".join(outbox))
-        waiting, self._after_outbox = self._after_outbox, []
-        for action in waiting:
-            self.when_writable(action)
 
     def _write(self, data: bytes) -> None:
         """Queue a frame in the outbox (see :mod:`rtgateway.gateway.outbox`)."""
         if self._outbox is None:
             self._outbox = [data]
-            self._outbox_bytes = len(data)
             self.factory.outboxes.schedule(self.send_outbox)
         else:
             self._outbox.append(data)
-            self._outbox_bytes += len(data)
+        self._guard.queued += len(data)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: Any = None) -> None:
-        """Autobahn's frame writer, keeping its frames behind the outbox."""
+        """Autobahn's frame writer, keeping its frames behind the outbox.
+
+        Who waits for the outbox to be sent (a paced replay) resumes on the
+        next turn, not here: this may be a close frame, which no data frame
+        may follow, and Autobahn marks the connection closing only after it
+        is written.
+        """
         if self._outbox is not None:
-            self.send_outbox()
+            self._flush_outbox()
+            if self._after_outbox:
+                self.factory.outboxes.schedule(self.send_outbox)
         super().sendData(data, sync, chopsize)
 
     def _unbounded(self, send: Callable[..., None], *args: Any) -> None:
@@ -450,7 +462,6 @@ class GatewayProtocol(WebSocketServerProtocol):
             self._heartbeat.stop()
         self._waiting = None
         self._outbox = None
-        self._outbox_bytes = 0
         self._after_outbox = []
         self.factory.connection_lost(self)
 
