@@ -79,6 +79,16 @@ def case_result(
     }
 
 
+def every_run(cases: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The figures of every run of every target of every case."""
+    return [
+        run
+        for case in cases
+        for target_runs in case["runs"].values()
+        for run in target_runs
+    ]
+
+
 def number(value: float) -> str:
     """A figure as a person reads it: thousands separated, 3 digits or so."""
     if abs(value) >= 100 or float(value).is_integer():

@@ -49,7 +49,7 @@ from bench.loadgen import (
     client_loop,
     plans,
 )
-from bench.report import case_result
+from bench.report import case_result, every_run
 
 SUMMARY = (
     "one publisher, N subscribers: deliveries/s, delivery latency and CPU per "
@@ -302,12 +302,7 @@ def run(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def _notes(
     cases: list[dict[str, Any]], options: argparse.Namespace, duration: float
 ) -> list[str]:
-    errors = sum(
-        run["errors"]
-        for case in cases
-        for target_runs in case["runs"].values()
-        for run in target_runs
-    )
+    errors = sum(run["errors"] for run in every_run(cases))
     notes = [
         "closed loop: at most <window> publications in flight, the next leaves "
         f"when every subscriber has the oldest; {duration:g} s per measurement after a "

@@ -36,7 +36,7 @@ from bench import topics
 from bench.baseline import BaselineProcess
 from bench.gateway import BenchCluster
 from bench.loadgen import MAX_CONNECTIONS_PER_PROCESS, LoadGenerators, plans
-from bench.report import case_result, percentile
+from bench.report import case_result, every_run, percentile
 from bench.scenarios.fanout import measure as closed_loops
 
 SUMMARY = (
@@ -263,12 +263,7 @@ def run(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def _notes(cases: list[dict[str, Any]], duration: float) -> list[str]:
-    errors = sum(
-        run["errors"]
-        for case in cases
-        for target_runs in case["runs"].values()
-        for run in target_runs
-    )
+    errors = sum(run["errors"] for run in every_run(cases))
     notes = [
         "changes: closed loop, the next presence.set when every watcher has "
         f"the previous change; {duration:g} s per measurement after a warm-up; "

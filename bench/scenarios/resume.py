@@ -31,7 +31,7 @@ from typing import Any
 from bench import topics
 from bench.gateway import BenchCluster
 from bench.loadgen import LoadGenerators, plans
-from bench.report import case_result
+from bench.report import case_result, every_run
 
 SUMMARY = (
     "session.resume replaying K missed events (100, 1,000, 10,000): time to "
@@ -201,14 +201,9 @@ def run(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         )
         for count in counts
     ]
-    every_run = [
-        run
-        for case in cases
-        for target_runs in case["runs"].values()
-        for run in target_runs
-    ]
-    errors = sum(run["errors"] for run in every_run)
-    closed = sum(run["closed_4008"] for run in every_run)
+    runs = every_run(cases)
+    errors = sum(run["errors"] for run in runs)
+    closed = sum(run["closed_4008"] for run in runs)
     return {
         "cases": cases,
         "notes": [

@@ -28,7 +28,7 @@ from bench.baseline import BaselineProcess
 from bench.gateway import BenchGateway
 from bench.loadgen import DRAIN_S, LoadGenerators, client_loop, plans
 from bench.procstat import cpu_seconds
-from bench.report import case_result, percentile
+from bench.report import case_result, every_run, percentile
 
 SUMMARY = (
     "sys.ping round trips (sequential, pipelined, 100 connections) in JSON "
@@ -207,12 +207,7 @@ def run(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         )
         for shape, encoding in cases
     ]
-    errors = sum(
-        run["errors"]
-        for result in results
-        for target_runs in result["runs"].values()
-        for run in target_runs
-    )
+    errors = sum(run["errors"] for run in every_run(results))
     return {
         "cases": results,
         "notes": [
