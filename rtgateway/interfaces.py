@@ -26,12 +26,13 @@ class IConnection(Interface):
         """
 
     writable = Attribute(
-        "False while the connection's transport buffer is full: a sender with "
-        "much to say (a replay) waits for when_writable instead of queueing."
+        "False while the connection's transport buffer is full, or while what "
+        "it gathered this turn waits to be sent: a sender with much to say "
+        "(a replay) waits for when_writable instead of queueing."
     )
 
     def when_writable(action):
-        """Call ``action`` once, when the transport's buffer has drained."""
+        """Call ``action`` once, when the connection is writable again."""
 
     def close(code, reason):
         """Start the closing handshake with a protocol close code and reason."""

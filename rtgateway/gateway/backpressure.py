@@ -3,9 +3,10 @@
 Twisted transports buffer writes without limit. Registered as the
 transport's streaming producer, :class:`SendBufferGuard` learns when the
 transport's own buffer is full (``pauseProducing``) and when it has drained
-(``resumeProducing``), and counts what is written in between: once that
-passes the configured bound the client is not reading fast enough, and the
-connection is closed 4008 instead of growing the server's memory.
+(``resumeProducing``), and counts what is written in between, with what
+waits in the connection's outbox: once that passes the configured bound the
+client is not reading fast enough, and the connection is closed 4008
+instead of growing the server's memory.
 """
 
 from __future__ import annotations
@@ -15,15 +16,21 @@ from collections.abc import Callable
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+#: Bytes a connection's outbox may gather in one turn of the reactor before
+#: a replay waits for them to be sent (see ``writable``); at most half the
+#: bound.
+OUTBOX_PAUSE_BYTES = 64 * 1024
+
 
 @implementer(IPushProducer)
 class SendBufferGuard:
     """Counts bytes written while the transport's buffer is full."""
 
-    __slots__ = ("_drained", "_limit", "_paused", "pending", "queued")
+    __slots__ = ("_drained", "_limit", "_paused", "_queue_pause", "pending", "queued")
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
+        self._queue_pause = max(1, min(OUTBOX_PAUSE_BYTES, limit // 2))
         self._paused = False
         self._drained: list[Callable[[], None]] = []
         #: Bytes counted since the transport paused.
@@ -37,6 +44,13 @@ class SendBufferGuard:
     def paused(self) -> bool:
         """True while the transport's own buffer is full."""
         return self._paused
+
+    @property
+    def writable(self) -> bool:
+        """False while the transport's buffer is full or the outbox holds
+        ``OUTBOX_PAUSE_BYTES`` (half the bound, if less): a replay then goes
+        out in slices the socket can take, one per turn of the reactor."""
+        return not self._paused and self.queued < self._queue_pause
 
     def admits(self, size: int) -> bool:
         """Account for ``size`` more bytes; False once over the bound.

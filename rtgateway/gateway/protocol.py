@@ -37,10 +37,6 @@ if TYPE_CHECKING:
 from rtgateway.wire.codecs import Codec
 
 _OPEN = WebSocketProtocol.STATE_OPEN
-#: Bytes of frames a connection gathers in one turn of the reactor
-#: before a replay pauses until they are sent (see ``writable``); at most
-#: half the send buffer's bound.
-OUTBOX_PAUSE_BYTES = 64 * 1024
 #: The options Autobahn copies from the factory onto each protocol.
 _FACTORY_OPTIONS = tuple(WebSocketServerProtocol.CONFIG_ATTRS)
 
@@ -97,7 +93,6 @@ class GatewayProtocol(WebSocketServerProtocol):
         self._after_reply: list[Callable[[], Any]] = []
         # Frames waiting for the reactor's next turn (see outbox).
         self._outbox: list[bytes] | None = None
-        self._outbox_pause = OUTBOX_PAUSE_BYTES
         self._after_outbox: list[Callable[[], None]] = []
         self.messages_in = self.messages_out = 0
         self.bytes_in = self.bytes_out = 0
@@ -157,9 +152,6 @@ class GatewayProtocol(WebSocketServerProtocol):
             clock, limits.abuse_rejections, limits.abuse_window_s
         )
         self._guard = SendBufferGuard(limits.send_buffer_bytes)
-        self._outbox_pause = max(
-            1, min(OUTBOX_PAUSE_BYTES, limits.send_buffer_bytes // 2)
-        )
         self.transport.registerProducer(self._guard, True)
         heartbeat = factory.config.heartbeat
         self._heartbeat = Heartbeat(
@@ -308,16 +300,8 @@ class GatewayProtocol(WebSocketServerProtocol):
 
     @property
     def writable(self) -> bool:
-        """False while the transport's buffer is full (see :class:`IConnection`).
-
-        Also False once a turn's outbox holds ``OUTBOX_PAUSE_BYTES`` (or half
-        the send buffer's bound), so that a replay goes out in slices the
-        socket can take, one per turn.
-        """
-        guard = self._guard
-        return (
-            guard is not None and not guard.paused and guard.queued < self._outbox_pause
-        )
+        """See :class:`IConnection` and :attr:`SendBufferGuard.writable`."""
+        return self._guard is not None and self._guard.writable
 
     def when_writable(self, action: Callable[[], None]) -> None:
         """Run ``action`` once the outbox is sent and the transport drained."""
