@@ -1,0 +1,199 @@
+"""The server-authoritative rules: field types, clamps and the speed limit.
+
+``check_fields`` turns what a client or service sent into stored values:
+unknown fields and wrong types are errors (with JSON-pointer paths, for
+-32602); numbers are quantized; values past a field's ``min``/``max`` or
+the zone's bounds are clamped. :class:`MoveAllowance` shortens moves faster
+than ``max_speed``. Whatever was changed beyond quantization is reported as
+``corrected``, for the client's prediction to reconcile.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtgateway.state.quantize import quantize, quantize_within
+from rtgateway.state.schema import FieldSpec, ZoneSchema
+
+
+@dataclass(slots=True)
+class Checked:
+    """The outcome of checking one set of fields."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    corrected: dict[str, Any] = field(default_factory=dict)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+def _is_number(value: Any) -> bool:
+    kind = type(value)
+    return (kind is int) or (kind is float and math.isfinite(value))
+
+
+def _clamp_number(spec: FieldSpec, value: float) -> float | int:
+    """Quantize and clamp one number (a number field or a vector item)."""
+    low, high = spec.min, spec.max
+    if spec.quantum is not None:
+        return quantize_within(value, spec.quantum, low, high)
+    if low is not None and value < low:
+        return low
+    if high is not None and value > high:
+        return high
+    return value
+
+
+def _problem(spec: FieldSpec, value: Any) -> str | None:
+    """Why ``value`` cannot be stored in ``spec``'s field (None: it can)."""
+    kind = spec.type
+    if kind == "number":
+        return None if _is_number(value) else "must be a number"
+    if kind == "integer":
+        if type(value) is int or (type(value) is float and value.is_integer()):
+            return None
+        return "must be an integer"
+    if kind == "boolean":
+        return None if type(value) is bool else "must be a boolean"
+    if kind == "string":
+        if type(value) is not str:
+            return "must be a string"
+        if len(value) > spec.length_bound:
+            return f"must be at most {spec.length_bound} characters"
+        return None
+    if type(value) is not list or not all(_is_number(item) for item in value):
+        return "must be an array of numbers"
+    if len(value) > spec.length_bound:
+        return f"must have at most {spec.length_bound} items"
+    return None
+
+
+def store_value(spec: FieldSpec, value: Any) -> Any:
+    """The value stored for an acceptable ``value``: quantized and clamped."""
+    kind = spec.type
+    if kind == "number":
+        return _clamp_number(spec, value)
+    if kind == "integer":
+        return int(_clamp_number(spec, int(value)))
+    if kind == "vector":
+        return [_clamp_number(spec, item) for item in value]
+    return value
+
+
+def as_sent(spec: FieldSpec, value: Any) -> Any:
+    """``value`` as the client holds it after quantizing it itself.
+
+    Quantization is not a correction: the client quantizes with the same
+    function, so only a clamp or the speed limit is reported.
+    """
+    if spec.quantum is None:
+        return int(value) if spec.type == "integer" else value
+    if spec.type == "vector":
+        return [quantize(item, spec.quantum) for item in value]
+    return quantize(value, spec.quantum)
+
+
+def check_fields(
+    schema: ZoneSchema, fields: dict[str, Any], path: str = "/fields"
+) -> Checked:
+    """Check and convert ``fields`` by the zone's schema (clamps, no speed)."""
+    checked = Checked()
+    specs = schema.fields
+    for name, value in fields.items():
+        spec = specs.get(name)
+        pointer = f"{path}/{_escape(name)}"
+        if spec is None:
+            checked.errors.append({"path": pointer, "message": "unknown field"})
+            continue
+        problem = _problem(spec, value)
+        if problem is not None:
+            checked.errors.append({"path": pointer, "message": problem})
+            continue
+        stored = store_value(spec, value)
+        checked.values[name] = stored
+        if stored != as_sent(spec, value):
+            checked.corrected[name] = stored
+    if not checked.errors and schema.bounds_min is not None:
+        _clamp_to_bounds(schema, checked)
+    return checked
+
+
+def _clamp_to_bounds(schema: ZoneSchema, checked: Checked) -> None:
+    values = checked.values
+    for axis, name in enumerate(schema.position):
+        if name not in values:
+            continue
+        spec = schema.fields[name]
+        low = schema.bounds_min[axis] if schema.bounds_min else None
+        high = schema.bounds_max[axis] if schema.bounds_max else None
+        value = values[name]
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounded = FieldSpec(
+                name, spec.type, quantum=spec.quantum, min=low, max=high
+            )
+            values[name] = checked.corrected[name] = _clamp_number(bounded, value)
+
+
+def _escape(name: str) -> str:
+    """A field name as one JSON-pointer token (RFC 6901)."""
+    return name.replace("~", "~0").replace("/", "~1")
+
+
+class MoveAllowance:
+    """How far an entity may still move: ``max_speed`` per second elapsed.
+
+    The allowance accumulates with time up to ``speed_burst_s`` seconds'
+    worth, so that inputs bunched together by network jitter are not
+    corrected while a sustained run faster than ``max_speed`` is.
+    """
+
+    __slots__ = ("_at", "_cap", "_left", "_speed")
+
+    def __init__(self, schema: ZoneSchema, now: float) -> None:
+        self._speed = schema.max_speed or 0.0
+        self._cap = self._speed * schema.speed_burst_s
+        self._left = 0.0
+        self._at = now
+
+    def limit(
+        self,
+        schema: ZoneSchema,
+        current: dict[str, Any],
+        checked: Checked,
+        now: float,
+    ) -> None:
+        """Shorten the move in ``checked`` to what the allowance permits."""
+        names = schema.position
+        if not any(name in checked.values for name in names):
+            return
+        if any(name not in current for name in names):
+            return  # no position yet: the first one is a placement
+        self._left = min(self._cap, self._left + self._speed * (now - self._at))
+        self._at = now
+        start = [current[name] for name in names]
+        target = [checked.values.get(name, current[name]) for name in names]
+        distance = math.dist(start, target)
+        if distance <= self._left + 1e-9:
+            self._left -= distance
+            return
+        scale = self._left / distance
+        moved = 0.0
+        for axis, name in enumerate(names):
+            spec = schema.fields[name]
+            value = start[axis] + (target[axis] - start[axis]) * scale
+            if target[axis] == start[axis]:
+                value = start[axis]
+            elif spec.quantum is not None:
+                # Round toward the start, so the move never exceeds the limit.
+                steps = value / spec.quantum
+                if target[axis] > start[axis]:
+                    steps = math.floor(steps + 1e-9)
+                else:
+                    steps = math.ceil(steps - 1e-9)
+                value = quantize(steps * spec.quantum, spec.quantum)
+            if value != target[axis] or name in checked.values:
+                checked.values[name] = value
+                if value != target[axis]:
+                    checked.corrected[name] = value
+            moved += (value - start[axis]) ** 2
+        self._left = max(0.0, self._left - math.sqrt(moved))
