@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from rtgateway.state.engine import Backpressure, ZoneEngine, ZoneFullError
 from rtgateway.state.quantize import quantize
 from rtgateway.wire.errors import InvalidParams
-from tests.state_kit import Clients, arena
+from state_kit import Clients, arena
 
 
 def started(schema=None, players=("a", "b"), **fields):
