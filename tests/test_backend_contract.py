@@ -10,14 +10,21 @@ The last section pins down how the Redis backends keep the contract
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import replace
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from backend_harness import (
+    command_calls,
+    fixture_harness,  # noqa: F401
+    fixture_redis_harness,  # noqa: F401
+    fixture_redis_server,  # noqa: F401
+    script_calls,
+    sleep,
+    unique,
+)
+from twisted.internet import task
 from twisted.internet.defer import gatherResults
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from rtgateway.backends.interfaces import (
@@ -35,7 +42,6 @@ from rtgateway.backends.interfaces import (
 )
 from rtgateway.backends.keys import topic_channel
 from rtgateway.backends.memory import MemoryBackends, MemoryHub, envelope
-from rtgateway.backends.redis import RedisBackends
 from rtgateway.backends.redis.keyspace import (
     GATEWAYS_KEY,
     digest_key,
@@ -49,140 +55,6 @@ from rtgateway.backends.redis.keyspace import (
 )
 from rtgateway.backends.redis.presence import CLAIM, DRAIN, DRAIN_BATCH
 from rtgateway.backends.redis.resp import INCOMPLETE, ReplyReader
-from rtgateway.config import BackendConfig
-from rtgateway.testing.redis import RedisServer
-
-WAIT_S = 5.0  # the longest any wait for Redis may take
-
-
-def sleep(seconds: float):
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-async def eventually(check, timeout: float = WAIT_S) -> None:
-    """Wait, on the real reactor, until ``check()`` is true."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await sleep(0.005)
-
-
-@implementer(IBusHandler)
-class Recorder:
-    """An :class:`IBusHandler` that keeps what it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self.reconnects = 0
-
-    def bus_message(self, channel: str, message: bytes) -> None:
-        self.messages.append((channel, message))
-
-    def bus_reconnected(self) -> None:
-        self.reconnects += 1
-
-    def on(self, channel: str) -> list[bytes]:
-        return [message for name, message in self.messages if name == channel]
-
-    async def wait_for(self, channel: str, count: int) -> list[bytes]:
-        await eventually(lambda: len(self.on(channel)) >= count)
-        return self.on(channel)
-
-
-class MemoryHarness:
-    """Memory backends sharing one hub, on a task.Clock."""
-
-    name = "memory"
-
-    def __init__(self) -> None:
-        self.clock = task.Clock()
-        self.hub = MemoryHub()
-        self.backends = None
-
-    async def gateway(self):
-        backends = MemoryBackends(self.clock, self.hub)
-        backends.bus.handler = Recorder()
-        backends.startService()
-        return backends
-
-    async def elapse(self, ms: int) -> None:
-        self.clock.advance(ms / 1000)
-
-    def now_ms(self) -> int:
-        return int(self.clock.seconds() * 1000)
-
-    async def close(self) -> None:
-        pass
-
-
-class RedisHarness:
-    """Redis backends of several gateways on one real server."""
-
-    name = "redis"
-
-    def __init__(self, server: RedisServer) -> None:
-        self.server = server
-        self.started: list[RedisBackends] = []
-
-    async def gateway(self, call_timeout_s: float = 2.0):
-        config = BackendConfig(
-            kind="redis", redis_url=self.server.url, call_timeout_s=call_timeout_s
-        )
-        backends = RedisBackends(config, f"gw{len(self.started)}", reactor)
-        backends.bus.handler = Recorder()
-        backends.startService()
-        self.started.append(backends)
-        await eventually(backends.ready)
-        return backends
-
-    async def elapse(self, ms: int) -> None:
-        await sleep(ms / 1000)
-
-    def now_ms(self) -> int:
-        return int(time.time() * 1000)
-
-    async def close(self) -> None:
-        for backends in self.started:
-            await backends.stopService()
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    """One real redis-server for the module."""
-    server = RedisServer().start()
-    yield server
-    server.close()
-
-
-async def make_harness(kind: str, request):
-    if kind == "memory":
-        made = MemoryHarness()
-        made.backends = await made.gateway()
-    else:
-        made = RedisHarness(request.getfixturevalue("redis_server"))
-        made.backends = await made.gateway()
-        await made.backends.client.execute("FLUSHDB")
-    return made
-
-
-@pytest_twisted.async_yield_fixture(params=["memory", "redis"])
-async def harness(request):
-    """The backends under test, fresh for each test."""
-    made = await make_harness(request.param, request)
-    yield made
-    await made.close()
-
-
-@pytest_twisted.async_yield_fixture
-async def redis_harness(request):
-    """The Redis backends alone, for tests of how they keep the contract."""
-    made = await make_harness("redis", request)
-    yield made
-    await made.close()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def record(session_id: str | None = None, **changes) -> SessionRecord:
@@ -1010,21 +882,6 @@ async def test_refreshed_gateway_stays_alive(harness):
 
 
 # -- Redis only: how the Redis backends keep the contract
-
-
-async def command_calls(backends, command: str) -> int:
-    info = (await backends.client.execute("INFO", "commandstats")).decode()
-    for line in info.splitlines():
-        if line.startswith(f"cmdstat_{command}:"):
-            return int(line.split("calls=")[1].split(",")[0])
-    return 0
-
-
-async def script_calls(backends) -> int:
-    """Script calls served (EVALSHA, or EVAL after a NOSCRIPT)."""
-    return await command_calls(backends, "evalsha") + await command_calls(
-        backends, "eval"
-    )
 
 
 @pytest_twisted.ensureDeferred

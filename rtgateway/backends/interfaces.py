@@ -1,4 +1,4 @@
-"""The backend contracts: a session store, a topic history and a bus.
+"""The backend contracts: sessions, history, presence, state and the bus.
 
 Components and the broker depend on these interfaces only; ``memory`` (one
 process) and ``redis`` (a cluster) implement them, and one contract test
@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zope.interface import Attribute, Interface
+
+from rtgateway.wire.errors import Unavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +190,7 @@ class IBackends(Interface):
     history = Attribute("The :class:`ITopicHistory`.")
     bus = Attribute("The :class:`IBus`.")
     presence = Attribute("The :class:`IPresenceStore`.")
+    state = Attribute("The :class:`IStateStore`.")
 
     def ready():
         """True while every backend can serve calls (for /readyz)."""
@@ -286,4 +289,88 @@ class IPresenceStore(Interface):
         players did not come back elsewhere) is claimed by exactly one
         caller, which must then :meth:`disconnect` those sessions. Sessions
         that moved to a live gateway are not listed.
+        """
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntity:
+    """An entity of a zone as the state store keeps it.
+
+    ``entity_id`` is ``player.<id>`` or ``world.<zone>.<name>``; ``version``
+    grows by one per accepted change and is 1 on creation; ``fields`` is the
+    full field map (JSON scalars, or lists of numbers), numbers exactly as
+    written (12.34 stays 12.34).
+    """
+
+    entity_id: str
+    version: int
+    fields: dict[str, Any]
+
+
+class ZoneFull(Unavailable):
+    """Creating an entity would take the zone past its ``max_entities``."""
+
+    message = "Zone full"
+
+    def __init__(self, max_entities: int, message: str | None = None):
+        super().__init__(message, {"max_entities": max_entities})
+        self.max_entities = max_entities
+
+
+class IStateStore(Interface):
+    """The authoritative entities of every state zone, shared by the cluster.
+
+    Every write publishes what it changed on the zone's bus channel
+    (:func:`~rtgateway.backends.keys.zone_channel`) as
+    :func:`~rtgateway.backends.zonefeed.encode_zone_batch` bytes, in the
+    same atomic step: the order of the publications on a zone's channel is
+    the order in which the store applied the writes. Every key of a zone
+    carries the zone as its hash tag.
+    """
+
+    def load_zone(zone):
+        """Fires with ``{entity_id: StoredEntity}`` of every entity of the zone.
+
+        An unknown zone (or one whose entities were all removed) gives an
+        empty dict.
+        """
+
+    def write_players(zone, gateway_id, changed, removed):
+        """Store this gateway's player entities and publish the batch, in one step.
+
+        ``changed`` is ``{entity_id: (version, fields)}``: ``fields`` holds
+        only the fields that changed, merged into the stored ones (an entity
+        not stored yet is created with them); ``version`` is the entity's
+        new version, set as given (a player entity has one writer, so there
+        is no check). ``removed`` lists entity ids to delete. Atomically and
+        in one round trip, the batch
+        ``encode_zone_batch(gateway_id, changed, removed)`` is published on
+        the zone's channel; nothing is written nor published when both are
+        empty. Fires with None.
+        """
+
+    def world_set(zone, entity_id, fields, expected_version, gateway_id, max_entities):
+        """Compare-and-set a world entity; fires with its new version.
+
+        With ``expected_version`` None the write always applies; otherwise
+        it fails with :class:`~rtgateway.wire.errors.Conflict` carrying the
+        ``current_version`` unless the stored version equals it (0: the
+        entity must not exist; a missing entity's current version is 0).
+        ``fields`` are merged into the stored ones (the entity is created
+        at version 1 when absent) and the version grows by one. Creating an
+        entity in a zone that already holds ``max_entities`` entities fails
+        with :class:`ZoneFull` (updates of existing ones still apply). In
+        the same atomic step, ``encode_zone_batch(gateway_id, {entity_id:
+        (new_version, fields)}, [])`` is published on the zone's channel.
+        """
+
+    def world_remove(zone, entity_id, expected_version, gateway_id):
+        """Delete a world entity atomically, by the same compare-and-set rule.
+
+        Fails with :class:`~rtgateway.wire.errors.NotFound` when the entity
+        does not exist (whatever ``expected_version``), with
+        :class:`~rtgateway.wire.errors.Conflict` when ``expected_version``
+        is not None and differs from the stored version. In the same step,
+        ``encode_zone_batch(gateway_id, {}, [entity_id])`` is published on
+        the zone's channel. Fires with None.
         """

@@ -1,8 +1,8 @@
 """Names of bus channels and store keys, shared by every backend.
 
-Each name belongs to one topic, session, player or gateway, and the Redis
-keys of one topic or session share a ``{hash tag}``, so the data of a
-cluster can be sharded by key over several Redis servers.
+Each name belongs to one topic, session, player, gateway or zone, and the
+Redis keys of one topic, session or zone share a ``{hash tag}``, so the data
+of a cluster can be sharded by key over several Redis servers.
 """
 
 PREFIX = "rtgw"
@@ -19,3 +19,8 @@ def topic_channel(topic: str) -> str:
 def gateway_channel(gateway_id: str) -> str:
     """The bus channel of orders for one gateway (session takeovers)."""
     return f"{PREFIX}.gw.{gateway_id}"
+
+
+def zone_channel(zone: str) -> str:
+    """The bus channel of a state zone's entity changes (see :mod:`.zonefeed`)."""
+    return f"{PREFIX}.z.{zone}"

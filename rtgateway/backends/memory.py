@@ -31,6 +31,7 @@ from rtgateway.backends.interfaces import (
 )
 from rtgateway.backends.keys import topic_channel
 from rtgateway.backends.memory_presence import MemoryPresenceStore, PresenceHub
+from rtgateway.backends.memory_state import MemoryStateStore, StateHub
 
 
 def new_epoch() -> str:
@@ -62,6 +63,7 @@ class MemoryHub:
         self.topics: dict[str, _TopicLog] = {}
         self.channels: dict[str, set[MemoryBus]] = {}
         self.presence = PresenceHub()
+        self.state = StateHub()
 
 
 @implementer(IBus)
@@ -278,7 +280,7 @@ class MemorySessionStore:
 
 @implementer(IBackends)
 class MemoryBackends(Service):
-    """The memory session store, history, bus and presence of one gateway."""
+    """The memory session store, history, bus, presence and state of one gateway."""
 
     name = "backends"
 
@@ -288,6 +290,7 @@ class MemoryBackends(Service):
         self.history = MemoryHistory(self.hub, self.bus, clock)
         self.sessions = MemorySessionStore(self.hub, clock)
         self.presence = MemoryPresenceStore(self.hub.presence, clock)
+        self.state = MemoryStateStore(self.hub.state, self.bus)
 
     def ready(self) -> bool:
         return True

@@ -1,4 +1,4 @@
-"""The cluster backends: sessions, topic history, presence and the bus in Redis.
+"""The cluster backends: sessions, history, presence, state and the bus in Redis.
 
 ``[backend] kind = "redis"`` makes every gateway of a cluster share one
 Redis (txredisapi): any gateway can load and resume any session, replay any
@@ -15,7 +15,8 @@ which has its own tag because a resume token only names its digest; so they
 need the session and its digest on one server (true of one Redis, or of
 client-side sharding that places digest keys with their sessions). The
 presence scripts cross player, gateway and zone keys: they need one Redis
-(see :mod:`.presence` for what sharding them would take).
+(see :mod:`.presence` for what sharding them would take). The state scripts
+touch the keys of one zone, all tagged by it (see :mod:`.state`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rtgateway.backends.redis.client import RedisClient
 from rtgateway.backends.redis.history import RedisHistory
 from rtgateway.backends.redis.presence import RedisPresenceStore
 from rtgateway.backends.redis.sessions import RedisSessionStore
+from rtgateway.backends.redis.state import RedisStateStore
 from rtgateway.backends.redis.target import RedisTarget, parse_redis_url
 
 if TYPE_CHECKING:
@@ -43,7 +45,7 @@ __all__ = ["RedisBackends", "RedisTarget", "parse_redis_url"]
 
 @implementer(IBackends)
 class RedisBackends(Service):
-    """The Redis session store, history, presence store and bus of one gateway.
+    """The Redis sessions, history, presence, state and bus of one gateway.
 
     ``clock`` bounds every call; the connections are made with ``reactor``,
     by default the clock itself when it can make TCP connections (in
@@ -68,6 +70,7 @@ class RedisBackends(Service):
         self.sessions = RedisSessionStore(self.client)
         self.history = RedisHistory(self.client)
         self.presence = RedisPresenceStore(self.client)
+        self.state = RedisStateStore(self.client)
         self.bus = RedisBus(
             self._target, self.client, timeout, clock, f"rtgw:{gateway_id}:bus"
         )

@@ -91,3 +91,25 @@ def gateway_claim_key(gateway_id: str, claim_id: str) -> str:
 def zone_key(zone: str) -> str:
     """The sorted set of the players visible in a zone, all scored 0."""
     return f"{ZONE_KEY_PREFIX}{zone}{KEY_SUFFIX}"
+
+
+# -- state (see :mod:`.state`) ------------------------------------------------
+#
+# Every key of a state zone carries the zone as its tag: a zone's scripts
+# touch one shard. The load script builds entity keys from the ids it reads,
+# hence the prefix.
+
+
+def state_ids_key(zone: str) -> str:
+    """The set of the ids of a zone's entities."""
+    return f"{PREFIX}:st:{{{zone}}}:ids"
+
+
+def state_entity_prefix(zone: str) -> str:
+    """What every entity key of a zone starts with; the entity id follows."""
+    return f"{PREFIX}:st:{{{zone}}}:e:"
+
+
+def state_entity_key(zone: str, entity_id: str) -> str:
+    """The hash of one entity: ``_v`` its version, ``f:<name>`` each field (JSON)."""
+    return state_entity_prefix(zone) + entity_id
