@@ -124,6 +124,7 @@ class Broker:
         self._max_replay = max_replay
         self._streams: dict[str, _Stream] = {}
         self._channel_handlers: dict[str, Callable[[bytes], None]] = {}
+        self._reconnect_listeners: list[Callable[[], None]] = []
         bus.handler = self
 
     # -- subscriptions ---------------------------------------------------------
@@ -314,6 +315,14 @@ class Broker:
         """Route a non-topic bus channel (control messages) to ``handler``."""
         self._channel_handlers[channel] = handler
 
+    def remove_channel_handler(self, channel: str) -> None:
+        """Stop routing ``channel`` (its component no longer follows it)."""
+        self._channel_handlers.pop(channel, None)
+
+    def add_reconnect_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when the bus is back after a loss (see below)."""
+        self._reconnect_listeners.append(listener)
+
     def bus_message(self, channel: str, message: bytes) -> None:
         self._metrics.bus_messages_received.inc()
         handler = self._channel_handlers.get(channel)
@@ -340,6 +349,8 @@ class Broker:
         for stream in list(self._streams.values()):
             if stream.reliable and stream.held is None:
                 self._repair(stream)
+        for listener in self._reconnect_listeners:
+            listener()
 
     def _sequence(self, stream: _Stream, offset: int, epoch: str, body: bytes) -> None:
         if epoch == stream.epoch:

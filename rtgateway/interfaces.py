@@ -18,6 +18,16 @@ class IConnection(Interface):
     peer_host = Attribute("The client's IP address, as a string.")
     session_id = Attribute("The id of the attached session, or None before it.")
 
+    codec = Attribute(
+        "The connection's :class:`rtgateway.wire.codecs.Codec` (its ``NAME``)."
+    )
+
+    def send_payload(payload):
+        """Send a message already encoded with the connection's codec.
+
+        Within the same send-buffer bound as every other message.
+        """
+
     def send_notification(method, params):
         """Queue a JSON-RPC notification to the client.
 

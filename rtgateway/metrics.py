@@ -295,3 +295,51 @@ class GatewayMetrics:
             "Gaps in a topic's event stream filled from history.",
             registry=r,
         )
+
+
+#: Tick durations: a 60 Hz tick has 16.7 ms.
+TICK_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.0167, 0.033, 0.1)
+
+
+class StateMetrics:
+    """The state component's figures, in the gateway's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.ticks = FastCounter(
+            "rtgateway_state_ticks", "Ticks run, by zone.", ["zone"], registry=r
+        )
+        self.overruns = FastCounter(
+            "rtgateway_state_tick_overruns",
+            "Ticks that took longer than their interval or were missed, by zone.",
+            ["zone"],
+            registry=r,
+        )
+        self.tick_seconds = FastHistogram(
+            "rtgateway_state_tick_seconds",
+            "Time one tick of a zone took, publish to send.",
+            ["zone"],
+            buckets=TICK_BUCKETS,
+            registry=r,
+        )
+        self.messages = FastCounter(
+            "rtgateway_state_messages",
+            "State messages (snapshots, deltas, checks) sent, by zone.",
+            ["zone"],
+            registry=r,
+        )
+        self.inputs_rejected = FastCounter(
+            "rtgateway_state_inputs_rejected",
+            "state.update inputs refused (unknown field, wrong type, stale).",
+            registry=r,
+        )
+        self.corrections = FastCounter(
+            "rtgateway_state_corrections",
+            "Inputs applied with corrected values (speed, bounds, min/max).",
+            registry=r,
+        )
+        self.slow_clients = FastCounter(
+            "rtgateway_state_slow_clients",
+            "Clients closed 4008 for staying behind their zone's ticks.",
+            registry=r,
+        )

@@ -34,12 +34,13 @@ from rtgateway.broker import Broker
 from rtgateway.components.presence import PresenceComponent
 from rtgateway.components.pubsub import PubSubComponent
 from rtgateway.components.sessions import SessionsComponent
+from rtgateway.components.state import StateComponent
 from rtgateway.components.system import SystemComponent
 from rtgateway.dispatch import Dispatcher
 from rtgateway.events import EventRegistry
 from rtgateway.gateway.factory import GatewayFactory
 from rtgateway.gateway.upgrade import UpgradeResource
-from rtgateway.metrics import GatewayMetrics
+from rtgateway.metrics import GatewayMetrics, StateMetrics
 from rtgateway.router import Router
 from rtgateway.topics import TopicPolicy
 from rtgateway.web.health import HealthResource, MetricsResource, ReadyResource
@@ -156,6 +157,20 @@ class Gateway(MultiService):
             config=config,
             clock=reactor,
         )
+        self.state = StateComponent(
+            router=self.router,
+            broker=self.broker,
+            sessions=self.sessions,
+            presence=self.presence,
+            store=self.backends.state,
+            session_store=self.backends.sessions,
+            bus=self.backends.bus,
+            zones=dict(config.zones),
+            gateway_id=config.gateway.id,
+            clock=reactor,
+            metrics=StateMetrics(self.metrics.registry),
+            resume_window_s=config.session.resume_window_s,
+        )
         self.system = SystemComponent(self.router, self.events, reactor)
         self.factory = GatewayFactory(
             config=config,
@@ -186,6 +201,7 @@ class Gateway(MultiService):
             self.sessions,
             self.pubsub,
             self.presence,
+            self.state,
             self.system,
         ]
         children += [load_component(name, self) for name in config.components.extra]

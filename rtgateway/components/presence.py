@@ -310,6 +310,14 @@ class PresenceComponent(Service):
         )
         return {"count": count, "players": players, "cursor": cursor}
 
+    def set_zone(self, player_id: str, zone: str | None) -> Deferred:
+        """Move a player to ``zone`` (None: no zone), as the state component does."""
+        return Deferred.fromCoroutine(self._set_zone(player_id, zone))
+
+    async def _set_zone(self, player_id: str, zone: str | None) -> None:
+        change = await self._store.update(player_id, {"zone": zone}, self._now_ms())
+        await self._announce(change)
+
     # -- lifecycle (session listener) -----------------------------------------
 
     def session_attached(self, local: Any) -> None:

@@ -212,8 +212,11 @@ class SessionsComponent(Service):
     def add_listener(self, listener: Any) -> None:
         """Tell ``listener`` of sessions attached, detached and ended.
 
-        Each of ``session_attached(local)``, ``session_detached(local)`` and
-        ``session_ended(record, reason)`` is called when the listener has it.
+        Each of ``session_attached(local)``, ``session_detached(local)``,
+        ``connection_detached(local)`` (the connection is gone, whether or
+        not the session lives on), ``session_ended(record, reason)`` and
+        ``session_resumed(local, record)`` (a coroutine, awaited before the
+        resume is answered) is called when the listener has it.
         """
         self._listeners.append(listener)
 
@@ -278,6 +281,7 @@ class SessionsComponent(Service):
         local = self._by_connection.pop(connection.connection_id, None)
         if local is None:
             return
+        self._notify("connection_detached", local)
         _cancel(local.timers)
         positions = {
             topic: self._broker.cursor(connection, topic) for topic in local.topics
@@ -381,6 +385,10 @@ class SessionsComponent(Service):
             for topic, p in params.get("positions", {}).items()
         }
         recovered, activations = await self._resubscribe(local, record, positions)
+        for listener in self._listeners:
+            resumed = getattr(listener, "session_resumed", None)
+            if resumed is not None:
+                await resumed(local, record)
         caller.after_reply(lambda: [activate() for activate in activations])
         return {
             "session_id": session_id,

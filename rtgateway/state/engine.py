@@ -56,8 +56,8 @@ class Backpressure:
     def for_zone(cls, schema: ZoneSchema) -> Backpressure:
         hz = schema.fast_hz
         return cls(
-            slow_after_ticks=max(2, hz // 2),
-            close_after_ticks=hz * 10,
+            slow_after_ticks=max(2, round(schema.lag_slow_s * hz)),
+            close_after_ticks=max(3, round(schema.lag_close_s * hz)),
             recover_after_ticks=hz * 2,
         )
 

@@ -76,6 +76,10 @@ class ZoneSchema:
     #: allowance accumulates at ``max_speed`` up to this many seconds' worth,
     #: so inputs bunched by network jitter are not corrected.
     speed_burst_s: float = 1.0
+    #: Seconds a client may stay behind before it is moved to the slow rate,
+    #: and before it is closed 4008.
+    lag_slow_s: float = 0.5
+    lag_close_s: float = 10.0
     #: Add the server's wall-clock time (``ts``, ms) to state messages: a
     #: measuring aid for benchmarks, off by default (not in the protocol).
     timestamps: bool = False
