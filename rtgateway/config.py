@@ -40,6 +40,8 @@ from rtgateway.config_fields import (
     suggest,
 )
 from rtgateway.config_topics import EventConfig, TopicConfig, parse_events, parse_topics
+from rtgateway.config_zones import parse_zones
+from rtgateway.state.schema import ZoneSchema
 from rtgateway.wire.errors import RTGatewayError
 
 
@@ -245,10 +247,11 @@ class Config:
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
     topics: Mapping[str, TopicConfig] = field(default_factory=dict)
     events: Mapping[str, EventConfig] = field(default_factory=dict)
+    zones: Mapping[str, ZoneSchema] = field(default_factory=dict)
 
 
-#: The fixed sections; ``topics`` and ``events`` are maps, parsed apart.
-_MAPS = ("topics", "events")
+#: The fixed sections; ``topics``, ``events`` and ``zones`` are maps, parsed apart.
+_MAPS = ("topics", "events", "zones")
 _SECTIONS: dict[str, type] = {
     name: kind
     for name, kind in get_type_hints(Config).items()
@@ -323,6 +326,7 @@ def parse_config(
             )
         sections["topics"] = parse_topics(data.get("topics", {}))
         sections["events"] = parse_events(data.get("events", {}), base_dir)
+        sections["zones"] = parse_zones(data.get("zones", {}))
     except Invalid as error:
         raise ConfigError(source, error.key, error.problem) from None
     return Config(source=source, **sections)
