@@ -292,6 +292,7 @@ OPERATIONS = st.lists(
         st.tuples(st.just("unworld"), st.integers(0, 2)),
         st.tuples(st.just("sync"), st.integers(0, 3)),
         st.tuples(st.just("rejoin"), st.integers(0, 3)),
+        st.tuples(st.just("resume"), st.integers(0, 3)),
     ),
     max_size=60,
 )
@@ -301,7 +302,7 @@ OPERATIONS = st.lists(
 @given(operations=OPERATIONS)
 def test_every_mirror_equals_the_servers_view(operations):
     """Mirrors built only from pushes equal the server's view, through skipped
-    ticks, snapshots, re-joins and world churn."""
+    ticks, snapshots, resumes, re-joins and world churn."""
     run_mirrors(0.0, operations)
 
 
@@ -346,6 +347,11 @@ def run_mirrors(radius, operations):
                 version.pop(entity)
         elif kind == "sync":
             clients.deliver(players[op[1]], engine.snapshot(players[op[1]]))
+        elif kind == "resume":
+            player = players[op[1]]
+            entity_id = engine.detach(player)
+            codec = "cbor" if op[1] % 2 else "json"
+            clients.deliver(player, engine.attach(player, entity_id, codec, now))
         elif kind == "rejoin":
             player = players[op[1]]
             engine.leave(player)
