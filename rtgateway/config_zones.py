@@ -57,10 +57,12 @@ class _ZoneKeys:
     check_interval_ticks: int = key(0, non_negative)
     position: tuple[str, ...] = ()
     max_speed: float | None = key(None, positive)
-    speed_burst_s: float = key(0.25, positive)
+    speed_burst_s: float = key(1.0, positive)
     aoi_radius: float = key(0.0, non_negative)
     aoi_leave_margin: float | None = key(None, non_negative)
     max_entities: int = key(5000, positive)
+    lag_slow_s: float = key(0.5, positive)
+    lag_close_s: float = key(10.0, positive)
     timestamps: bool = False
 
 
@@ -143,6 +145,8 @@ def _zone(name: str, table: Any, dotted: str) -> ZoneSchema:
         aoi_leave_margin=keys.aoi_leave_margin,
         max_entities=keys.max_entities,
         speed_burst_s=keys.speed_burst_s,
+        lag_slow_s=keys.lag_slow_s,
+        lag_close_s=keys.lag_close_s,
         timestamps=keys.timestamps,
     )
 

@@ -56,11 +56,12 @@ def test_defaults() -> None:
     """An empty zone table and a field with only a type get the documented defaults."""
     config = parse({"arena": {}, "hall": {"fields": {"x": {"type": "number"}}}})
     zone = config.zones["arena"]
-    assert zone == ZoneSchema(name="arena", speed_burst_s=0.25)
+    assert zone == ZoneSchema(name="arena")
     assert (zone.fast_hz, zone.slow_hz, zone.max_entities) == (60, 10, 5000)
     assert (zone.snapshot_interval_s, zone.check_interval_ticks) == (0, 0)
     assert zone.position == () and zone.fields == {}
-    assert zone.max_speed is None and zone.speed_burst_s == 0.25
+    assert zone.max_speed is None and zone.speed_burst_s == 1.0
+    assert (zone.lag_slow_s, zone.lag_close_s) == (0.5, 10.0)
     assert zone.bounds_min is None and zone.bounds_max is None
     assert (zone.aoi_radius, zone.aoi_leave_margin) == (0, None)
     assert zone.timestamps is False
@@ -87,6 +88,8 @@ def test_every_key_parsed() -> None:
         "aoi_radius": 20,
         "aoi_leave_margin": 3,
         "max_entities": 100,
+        "lag_slow_s": 0.25,
+        "lag_close_s": 3,
         "timestamps": True,
         "fields": {
             "x": {"type": "number", "quantum": 0.01, "lane": "fast", "default": 1},
@@ -138,6 +141,8 @@ def test_every_key_parsed() -> None:
         aoi_leave_margin=3.0,
         max_entities=100,
         speed_burst_s=0.5,
+        lag_slow_s=0.25,
+        lag_close_s=3.0,
         timestamps=True,
     )
     assert list(zone.fields) == ["x", "y", "z", "hp", "name", "ready", "aim"]
@@ -297,6 +302,8 @@ REFUSALS = [
         "greater than 0",
     ),
     ({"arena": arena(speed_burst_s=0)}, "zones.arena.speed_burst_s", "greater than 0"),
+    ({"arena": arena(lag_slow_s=0)}, "zones.arena.lag_slow_s", "greater than 0"),
+    ({"arena": arena(lag_close_s=-1)}, "zones.arena.lag_close_s", "greater than 0"),
     ({"arena": arena(**BOUNDS)}, "zones.arena.bounds", "needs position"),
     ({"arena": arena(bounds=3, **POSITION)}, "zones.arena.bounds", "expected a table"),
     (
@@ -543,7 +550,7 @@ def test_parse_zones_alone() -> None:
 ZONE_KEYS = [
     "fast_hz", "slow_hz", "snapshot_interval_s", "check_interval_ticks",
     "position", "max_speed", "speed_burst_s", "bounds", "aoi_radius",
-    "aoi_leave_margin", "max_entities", "timestamps",
+    "aoi_leave_margin", "max_entities", "lag_slow_s", "lag_close_s", "timestamps",
 ]  # fmt: skip
 FIELD_KEYS = ["type", "quantum", "lane", "default", "min", "max", "max_length"]
 
@@ -561,7 +568,7 @@ def test_shipped_config_has_the_lobby_zone() -> None:
     assert lobby.fields["hp"] == FieldSpec(
         "hp", "integer", lane="slow", default=100, min=0, max=100
     )
-    assert (lobby.fast_hz, lobby.slow_hz, lobby.speed_burst_s) == (60, 10, 0.25)
+    assert (lobby.fast_hz, lobby.slow_hz, lobby.speed_burst_s) == (60, 10, 1.0)
 
 
 def test_shipped_config_comments_every_zone_key() -> None:
