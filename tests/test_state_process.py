@@ -35,7 +35,17 @@ ZONES = {
             "y": {"type": "number", "quantum": 0.01},
             "hp": {"type": "integer", "lane": "slow", "default": 100},
         },
-    }
+    },
+    # A zone where each input carries 1 KB, so that a client that does not
+    # read fills its buffers within a second, and is closed soon after.
+    "busy": {
+        "timestamps": True,
+        "lag_close_s": 1.5,
+        "fields": {
+            "x": {"type": "number", "quantum": 0.01},
+            "pad": {"type": "string", "max_length": 2000},
+        },
+    },
 }
 SETTINGS = {"zones": ZONES, "limits": {"rate_per_second": 1000, "rate_burst": 1000}}
 
@@ -177,33 +187,52 @@ def test_mirrors_built_from_pushes_match_every_check(gateway):
 
 
 def test_a_client_that_never_reads_does_not_slow_its_neighbours(gateway):
-    """A bare socket that joins and never reads: its neighbour's latency holds."""
-    reader = StateClient(gateway.url, "reader")
-    sink = socket.create_connection(("127.0.0.1", gateway.port))
+    """A bare socket that joins and never reads is closed 4008; its neighbour's
+    tick-to-client latency holds meanwhile."""
+    mover, watcher = (
+        StateClient(gateway.url, "mover"),
+        StateClient(gateway.url, "watcher"),
+    )
+    sink = socket.socket()
     sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # A small segment size too: loopback's 64 KB segments would let the
+    # kernel size the gateway's send buffer for megabytes.
+    sink.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1024)
+    sink.connect(("127.0.0.1", gateway.port))
     try:
         _handshake(sink, gateway.port, token_for(TOKENS, "sink"))
+        join = {"zone": "busy", "fields": {"x": 1.0}}
         _send_text(
             sink,
             json.dumps(
-                {
-                    "jsonrpc": "2.0",
-                    "method": "state.join",
-                    "params": {"zone": "arena", "fields": {"x": 1.0, "y": 1.0}},
-                    "id": 1,
-                }
+                {"jsonrpc": "2.0", "method": "state.join", "params": join, "id": 1}
             ),
         )
-        reader.call("state.join", {"zone": "arena", "fields": {"x": 0.0, "y": 0.0}})
-        walk([reader], 4.0)
-        reader.wait_for(lambda: reader.checks >= 20)
-        assert reader.mismatches == 0
-        late = sorted(reader.latencies)
-        assert late[len(late) // 2] < 50
+        for client in (mover, watcher):
+            client.call("state.join", {"zone": "busy", "fields": {"x": 0.0}})
+        started = time.monotonic()
+        for step in range(1, 6 * 60):
+            mover.move(step, x=step * 0.01, pad=str(step % 10) * 1000)
+            pause = started + step / 60 - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        watcher.wait_for(
+            lambda: watcher.mirror.entities["player.mover"][1]["x"] == 3.59
+        )
+        late = sorted(watcher.latencies)
+        assert statistics.median(late) < 50
         assert late[int(len(late) * 0.99)] < 200
+        deadline = time.monotonic() + 10
+        while (
+            gateway.metric("rtgateway_connections_closed_total", {"code": "4008"}) < 1
+        ):
+            assert time.monotonic() < deadline, "the sink was not closed 4008"
+            time.sleep(0.1)
+        assert gateway.metric("rtgateway_state_slow_clients_total") >= 1
     finally:
         sink.close()
-        reader.close()
+        mover.close()
+        watcher.close()
 
 
 def _handshake(sock: socket.socket, port: int, token: str) -> None:
