@@ -274,3 +274,29 @@ def test_cbor_clients_get_the_same_state(gateway):
     mirror, _ = mirror_of(alice, "player.alice")
     assert mirror.entities["player.bob"] == (1, {"x": 1.0, "y": 1.0, "hp": 100})
     assert decode  # the kit decodes both encodings
+
+
+def test_a_replica_is_rebuilt_from_the_store_when_the_bus_comes_back(gateway):
+    """Changes missed while the bus was away reach clients once it is back."""
+    from rtgateway.backends.memory_state import _Entity
+
+    alice = joined(gateway, "alice", x=0.0, y=0.0)
+    service = gateway.open("svc", token=gateway.token("svc", roles=["service"]))
+    door = {"zone": "arena", "entity": "door", "fields": {"x": 1.0, "y": 1.0}}
+    gateway.call(service, "world.set", door)
+    gateway.advance(TICK)
+    zone = gateway.gateway.backends.hub.state.zones["arena"]
+    # What other gateways wrote while this one's bus was down: a world
+    # entity moved, another appeared; both only in the store.
+    zone["world.arena.door"] = _Entity(2, {"x": 9.0, "y": 1.0})
+    zone["world.arena.chest"] = _Entity(1, {"x": 2.0, "y": 2.0})
+    gateway.gateway.broker.bus_reconnected()
+    gateway.advance(TICK)
+    mirror, _ = mirror_of(alice, "player.alice")
+    assert mirror.entities["world.arena.door"] == (2, {"x": 9.0, "y": 1.0})
+    assert mirror.entities["world.arena.chest"] == (1, {"x": 2.0, "y": 2.0})
+    del zone["world.arena.chest"]
+    gateway.gateway.broker.bus_reconnected()
+    gateway.advance(TICK)
+    assert "world.arena.chest" not in mirror_of(alice, "player.alice")[0].entities
+    assert "player.alice" in zone
