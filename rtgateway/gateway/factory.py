@@ -77,7 +77,7 @@ class GatewayFactory(WebSocketServerFactory):
             # The upgrade resource replays a complete handshake in one call,
             # so Autobahn's own timer for it would only be set and cancelled
             # (a txaio batched timer, whose cancel is a list.remove) for each
-            # connection. twisted.web's timeout on the request (build_site)
+            # connection. The site's deadline on the request (build_site)
             # is the handshake timeout.
             openHandshakeTimeout=0,
             closeHandshakeTimeout=limits.close_timeout_s,

@@ -173,9 +173,11 @@ def _hand_over(request: Any, protocol: Any) -> None:
     # holds the channel (the transport is the protocol's now): once the
     # request is out of the queue, both go when render() returns. (The
     # channel's idle timeout, which must never fire on a connection it no
-    # longer has, was stopped by twisted.web for the request; made sure of.)
+    # longer has, was stopped by twisted.web for the request; made sure of.
+    # Its handshake deadline is met: the upgrade is done.)
     channel = request.channel
     channel.setTimeout(None)
+    channel.stop_deadline()
     channel.requests.clear()
 
 

@@ -8,19 +8,89 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Site
 
 
+class GatewayChannel(HTTPChannel):
+    """An HTTP channel whose client has a deadline to get its request in.
+
+    twisted.web's ``timeOut`` is an idle timeout: every byte received starts
+    it again, so a client that dribbles its request line and headers one
+    byte at a time (slowloris) would hold the connection for as long as it
+    likes. The deadline counts from the accept, whatever the client sends,
+    to the first response (a refusal, a health answer) or to the WebSocket
+    upgrade (:meth:`stop_deadline`, called by the upgrade resource); on a
+    kept-alive connection each further request has a deadline of its own,
+    counted from the end of the previous response. A connection that misses
+    it is closed as twisted.web closes an idle one.
+    """
+
+    _deadline: IDelayedCall | None = None
+    _deadline_s: float | None = None
+
+    def connectionMade(self) -> None:
+        # The site's timeout; twisted.web sets ``timeOut`` to None while it
+        # serves a request (its idle timeout is off then).
+        self._deadline_s = self.timeOut
+        super().connectionMade()
+        self._start_deadline()
+
+    def writeHeaders(
+        self, version: bytes, code: bytes, reason: bytes, headers: Any
+    ) -> None:
+        self.stop_deadline()
+        super().writeHeaders(version, code, reason, headers)
+
+    def requestDone(self, request: Any) -> None:
+        # Before the next request is read: a pipelined one may be complete
+        # in the buffer, and be answered (stopping this deadline) at once.
+        if self.persistent:
+            self._start_deadline()
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.stop_deadline()
+        super().connectionLost(reason)
+
+    def stop_deadline(self) -> None:
+        """The request was answered or upgraded: the deadline is met."""
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def _start_deadline(self) -> None:
+        self.stop_deadline()
+        if self._deadline_s:
+            self._deadline = self.callLater(self._deadline_s, self._deadline_missed)
+
+    def _deadline_missed(self) -> None:
+        self._deadline = None
+        self.timeoutConnection()
+
+    def timeoutConnection(self) -> None:
+        """Close once, whichever comes first: the deadline or the idle timeout."""
+        self.stop_deadline()
+        self.setTimeout(None)
+        super().timeoutConnection()
+
+
 class GatewaySite(Site):
-    """A Site without an access log.
+    """A Site of :class:`GatewayChannel` without an access log.
 
     twisted.web's default access log writes every request URI to the
     process log, which would include an ``access_token`` query parameter.
     Metrics count requests instead.
+
+    Its channels speak HTTP/1.1 only (twisted.web's default channel can
+    switch to HTTP/2 after a TLS ALPN negotiation, which the gateway's
+    endpoints never offer, and a WebSocket upgrade needs HTTP/1.1).
     """
 
     noisy = False
+    protocol = GatewayChannel
 
     def log(self, request: Any) -> None:
         return None
@@ -36,8 +106,10 @@ def build_site(
 ) -> GatewaySite:
     """Mount ``ws_resource`` at ``ws_path`` and each endpoint at ``/<name>``.
 
-    ``timeout`` bounds how long a connection may take to send its request
-    (and so its WebSocket upgrade) before it is dropped.
+    ``timeout`` is the deadline, counted from the accept, by which a
+    connection must have sent its request and been answered or upgraded to
+    a WebSocket (see :class:`GatewayChannel`); it is also twisted.web's
+    idle timeout between the requests of a kept-alive connection.
     """
     root = Resource()
     for name, resource in endpoints.items():
