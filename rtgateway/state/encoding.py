@@ -65,6 +65,23 @@ def _notification(codec: int, method: str, params: list[bytes]) -> bytes:
     )
 
 
+_KEYS = {
+    JSON: {name: orjson.dumps(name) + b":" for name in ("zone", "tick", "ack", "ts")},
+    CBOR: {name: cbor2.dumps(name) for name in ("zone", "tick", "ack", "ts")},
+}
+#: What opens a ``state.delta`` up to its params' map head (CBOR: the head
+#: is not included, it depends on how many params there are).
+_DELTA_OPEN = {
+    JSON: b'{"jsonrpc":"2.0","method":"state.delta","params":{"zone":',
+    CBOR: b"\xa3"
+    + cbor2.dumps("jsonrpc")
+    + cbor2.dumps("2.0")
+    + cbor2.dumps("method")
+    + cbor2.dumps("state.delta")
+    + cbor2.dumps("params"),
+}
+
+
 def delta_message(
     codec: int,
     zone: str,
@@ -75,19 +92,49 @@ def delta_message(
     ack: dict[str, Any] | None,
     ts_ms: float | None = None,
 ) -> bytes:
-    """A ``state.delta`` notification."""
-    params = [
-        _member(codec, "zone", _encode(codec, zone)),
-        _member(codec, "tick", _encode(codec, tick)),
-        _member(codec, "base_tick", _encode(codec, base_tick)),
-        _member(codec, "changed", _map(codec, changed)),
-        _member(codec, "removed", _encode(codec, removed)),
+    """A ``state.delta`` notification (the hot path: one per client per tick)."""
+    if codec == JSON:
+        parts = [
+            _DELTA_OPEN[JSON],
+            orjson.dumps(zone),
+            b',"tick":%d,"base_tick":%d,"changed":{' % (tick, base_tick),
+            b",".join(changed),
+            b'},"removed":',
+            orjson.dumps(removed),
+        ]
+        if ack is not None:
+            parts += (b',"ack":', orjson.dumps(ack))
+        if ts_ms is not None:
+            parts += (b',"ts":', orjson.dumps(ts_ms))
+        parts.append(b"}}")
+        return b"".join(parts)
+    keys = _KEYS[CBOR]
+    count = 5 + (ack is not None) + (ts_ms is not None)
+    parts = [
+        _DELTA_OPEN[CBOR],
+        _cbor_map_head(count),
+        keys["zone"],
+        cbor2.dumps(zone),
+        keys["tick"],
+        cbor2.dumps(tick),
+        _BASE_TICK,
+        cbor2.dumps(base_tick),
+        _CHANGED,
+        _cbor_map_head(len(changed)),
+        *changed,
+        _REMOVED,
+        cbor2.dumps(removed),
     ]
     if ack is not None:
-        params.append(_member(codec, "ack", _encode(codec, ack)))
+        parts += (keys["ack"], cbor2.dumps(ack))
     if ts_ms is not None:
-        params.append(_member(codec, "ts", _encode(codec, ts_ms)))
-    return _notification(codec, "state.delta", params)
+        parts += (keys["ts"], cbor2.dumps(ts_ms))
+    return b"".join(parts)
+
+
+_BASE_TICK = cbor2.dumps("base_tick")
+_CHANGED = cbor2.dumps("changed")
+_REMOVED = cbor2.dumps("removed")
 
 
 def snapshot_message(

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtgateway.state.encoding import (
+    CBOR,
     CODEC_INDEX,
+    JSON,
     check_message,
     delta_message,
     snapshot_message,
@@ -33,7 +35,7 @@ from rtgateway.state.entity import Entity
 from rtgateway.state.interest import Grid
 from rtgateway.state.rules import MoveAllowance, check_fields
 from rtgateway.state.schema import ZoneSchema
-from rtgateway.state.viewhash import view_hash
+from rtgateway.state.viewhash import ordered_hash, utf16_order, view_hash
 from rtgateway.wire.errors import InvalidParams, NotFound, Unavailable
 
 
@@ -97,6 +99,7 @@ class ClientView:
         "ack_corrected",
         "base",
         "behind_since",
+        "clean",
         "client_id",
         "codec",
         "entering",
@@ -130,6 +133,8 @@ class ClientView:
         #: This tick's fragments, for a client that is caught up.
         self.out: list[bytes] = []
         self.stale = False
+        #: Set each tick: neither stale nor with entities entering or leaving.
+        self.clean = True
         self.ack: dict[str, Any] | None = None
         self.ack_corrected: dict[str, Any] = {}
         self.rate = 1
@@ -483,6 +488,25 @@ class ZoneEngine:
         ]
         return client.base, view_hash(members)
 
+    def _whole_zone_members(self) -> tuple[dict[str, int], list[bytes]] | None:
+        """Without AOI, every entity's canonical member in hash order, once
+        per check tick: a caught-up client's view is all of them but its own."""
+        if self._aoi:
+            return None
+        ordered = sorted(self.entities, key=utf16_order)
+        members = [self.entities[entity_id].canonical() for entity_id in ordered]
+        return {entity_id: i for i, entity_id in enumerate(ordered)}, members
+
+    def _check_hash(
+        self, client: ClientView, whole: tuple[dict[str, int], list[bytes]] | None
+    ) -> tuple[int, str]:
+        if whole is not None and len(client.held) == len(self.entities):
+            index, members = whole
+            own = index.get(client.entity_id)
+            if own is not None:
+                return client.base, ordered_hash(members[:own] + members[own + 1 :])
+        return self.view_hash(client.client_id)
+
     def catch_up(self, client_id: Any) -> bytes | None:
         """The delta that brings a stale client up to date now, if it is stale."""
         client = self.clients[client_id]
@@ -508,6 +532,8 @@ class ZoneEngine:
         else:
             changed = client.out
         held = client.held
+        if client.entering:
+            changed = list(changed)
         for entity_id in client.entering:
             entity = entities[entity_id]
             changed.append(entity.fragment(None, codec))
@@ -562,18 +588,69 @@ class ZoneEngine:
             now = timer()
             result.phases["publish"] = now - started
             started = now
-        for entity in changed:
-            entity_id = entity.entity_id
-            for client in entity.watchers:
-                if client.stale or entity_id in client.entering:
-                    continue
-                client.out.append(entity.fragment(previous, client.codec))
+        if self._aoi:
+            self._gather_watched(changed, previous)
+        else:
+            self._gather_shared(changed, previous)
         self._send_due(tick, writable, result)
         if timer:
             now = timer()
             result.phases["assemble"] = now - started
         result.changed, result.removed = self.take_writes()
         return result
+
+    def _gather_watched(self, changed: list[Entity], previous: int) -> None:
+        """Hand each changed entity's fragment to the clients holding it."""
+        for client in self.clients.values():
+            client.clean = not (client.stale or client.entering or client.leaving)
+        for entity in changed:
+            entity_id = entity.entity_id
+            json_frag = cbor_frag = None
+            for client in entity.watchers:
+                if not client.clean and (
+                    client.stale
+                    or entity_id in client.entering
+                    or entity_id in client.leaving
+                ):
+                    continue
+                if client.codec == JSON:
+                    if json_frag is None:
+                        json_frag = entity.fragment(previous, JSON)
+                    client.out.append(json_frag)
+                else:
+                    if cbor_frag is None:
+                        cbor_frag = entity.fragment(previous, CBOR)
+                    client.out.append(cbor_frag)
+
+    def _gather_shared(self, changed: list[Entity], previous: int) -> None:
+        """Without AOI every client holds every entity: one list per codec.
+
+        A caught-up client takes the shared list, less its own entity's
+        fragment; only one whose view is in flux (an entity entering or
+        leaving) filters entity by entity.
+        """
+        if not changed:
+            return
+        shared: list[list[bytes] | None] = [None, None]
+        index = {entity.entity_id: i for i, entity in enumerate(changed)}
+        for client in self.clients.values():
+            if client.stale:
+                continue
+            codec = client.codec
+            if client.entering or client.leaving:
+                skip = client.entering | client.leaving
+                own = client.entity_id
+                client.out = [
+                    entity.fragment(previous, codec)
+                    for entity in changed
+                    if entity.entity_id not in skip and entity.entity_id != own
+                ]
+                continue
+            frags = shared[codec]
+            if frags is None:
+                frags = shared[codec] = [e.fragment(previous, codec) for e in changed]
+            own = index.get(client.entity_id)
+            client.out = frags if own is None else frags[:own] + frags[own + 1 :]
 
     def _moved(self, entity: Entity, tick: int) -> None:
         grid = self._grid
@@ -625,9 +702,10 @@ class ZoneEngine:
                 client.rate = 1
         if check_tick:
             zone = self.zone
+            whole = self._whole_zone_members()
             for client in self.clients.values():
                 if not client.stale:
-                    base, digest = self.view_hash(client.client_id)
+                    base, digest = self._check_hash(client, whole)
                     sends.append(
                         (
                             client.client_id,

@@ -36,11 +36,12 @@ def utf16_order(entity_id: str) -> bytes:
 def view_hash(members: Iterable[tuple[str, bytes]]) -> str:
     """The hash of a view from ``(entity_id, canonical_member)`` pairs."""
     ordered = sorted(members, key=lambda pair: utf16_order(pair[0]))
-    digest = hashlib.sha256()
-    digest.update(b"{")
-    digest.update(b",".join(member for _, member in ordered))
-    digest.update(b"}")
-    return digest.hexdigest()[:HASH_DIGITS]
+    return ordered_hash([member for _, member in ordered])
+
+
+def ordered_hash(members: list[bytes]) -> str:
+    """The hash of a view from its canonical members, already in order."""
+    return hashlib.sha256(b"{" + b",".join(members) + b"}").hexdigest()[:HASH_DIGITS]
 
 
 def hash_entities(entities: dict[str, tuple[int, dict[str, Any]]]) -> str:
