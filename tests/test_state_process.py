@@ -266,7 +266,6 @@ def cluster(tmp_path_factory):
     """Two gateway processes on one real redis-server."""
     directory = tmp_path_factory.mktemp("state-cluster")
     with RedisServer() as redis:
-        redis.start()
         backend = {"backend": {"kind": "redis", "redis_url": redis.url}}
         gateways = [
             GatewayProcess(directory, {**SETTINGS, **backend}, name=name).start()
