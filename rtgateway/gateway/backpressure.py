@@ -69,7 +69,12 @@ class SendBufferGuard:
 
         A plain TCP transport pauses while the outbox is written to it (then
         empty), a TLS one possibly on a turn of its own, with frames queued.
+        Twisted calls this again on every write while its buffer stays full:
+        only the first call starts the count, or each write would set it
+        back and the buffer would grow without bound.
         """
+        if self._paused:
+            return
         self._paused = True
         self.pending = self.queued
 

@@ -423,6 +423,8 @@ class GatewayProtocol(WebSocketServerProtocol):
             self.dropConnection(abort=True)
 
     def _heartbeat_lost(self) -> None:
+        if self._not_reading():
+            return
         self._log.info(
             "connection {connection_id} missed its heartbeat",
             connection_id=self.connection_id,
@@ -430,7 +432,23 @@ class GatewayProtocol(WebSocketServerProtocol):
         self.dropConnection(abort=True)
 
     def _idle(self) -> None:
+        if self._not_reading():
+            return
         self.close(closecodes.IDLE_TIMEOUT, "idle timeout")
+
+    def _not_reading(self) -> bool:
+        """Close 4008 if the transport's buffer is full; True if it was.
+
+        A client that stopped reading is not idle, nor dead: its requests
+        (and pongs) stopped because it does not take its answers (and our
+        pings) off the socket. That is a slow consumer, whichever timer
+        notices first.
+        """
+        if self.state != _OPEN or not self._guard.paused:
+            return False
+        self.factory.metrics.slow_consumers.inc()
+        self.close(closecodes.SLOW_CONSUMER, "not reading: send buffer full")
+        return True
 
     def close_code(self) -> int:
         """The close code this connection ended with (1006 when dropped)."""
