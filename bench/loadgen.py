@@ -349,6 +349,11 @@ class LoadGenerators:
             self.close()
             raise
 
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the load processes, in plan order."""
+        return [process.pid for process in self._processes]
+
     def command(
         self, do: str, reply_within: float, **arguments: Any
     ) -> list[dict[str, Any]]:

@@ -50,3 +50,64 @@ def raise_open_files_limit() -> None:
         # An unlimited hard limit cannot be the soft one; keep what there is.
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Run every thread of process ``pid`` on ``cpus`` only (threads it
+    starts later inherit the set)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task), cpus)
+
+
+def split_cpus() -> tuple[set[int], set[int]] | None:
+    """(the server's CPUs, the load's): the first usable CPU, and the rest;
+    None on a machine with only one."""
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        return None
+    return {usable[0]}, set(usable[1:])
+
+
+#: The columns of a CPU's line in /proc/stat, in order.
+_CORE_COLUMNS = (
+    "user",
+    "nice",
+    "system",
+    "idle",
+    "iowait",
+    "irq",
+    "softirq",
+    "steal",
+)
+
+
+def core_ticks() -> dict[int, dict[str, int]]:
+    """Per CPU, the clock ticks spent so far in each state of /proc/stat."""
+    cores = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, _, rest = line.partition(" ")
+        if name.startswith("cpu") and name != "cpu":
+            values = [int(v) for v in rest.split()[: len(_CORE_COLUMNS)]]
+            cores[int(name[3:])] = dict(zip(_CORE_COLUMNS, values, strict=False))
+    return cores
+
+
+def core_usage(
+    before: dict[int, dict[str, int]], after: dict[int, dict[str, int]], cpus: set[int]
+) -> dict[str, float]:
+    """Over ``cpus`` between two :func:`core_ticks`: the share of the time
+    they were busy (user, system, interrupts), idle, and stolen by the
+    hypervisor (a virtual machine's CPUs may not get all their time)."""
+    spent = {column: 0 for column in _CORE_COLUMNS}
+    for cpu in cpus:
+        for column in _CORE_COLUMNS:
+            spent[column] += after[cpu][column] - before[cpu][column]
+    total = sum(spent.values()) or 1
+    busy = sum(spent[c] for c in ("user", "nice", "system", "irq", "softirq"))
+    return {
+        "busy": busy / total,
+        "interrupts": (spent["irq"] + spent["softirq"]) / total,
+        "idle": (spent["idle"] + spent["iowait"]) / total,
+        "steal": spent["steal"] / total,
+    }

@@ -1,4 +1,5 @@
-"""The load side of the ``fanout``, ``resume`` and ``presence`` scenarios.
+"""The load side of the ``fanout``, ``resume`` and ``presence`` scenarios
+(``state`` has its own, in :mod:`bench.state_load`, registered here too).
 
 Each handler here is a command of a load process (see
 :mod:`bench.loadgen`): the scenario sends it with
@@ -29,6 +30,8 @@ from array import array
 from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from bench.state_load import HANDLERS as STATE_HANDLERS
 
 if TYPE_CHECKING:
     from bench.loadgen import _Worker
@@ -556,3 +559,5 @@ HANDLERS = {
     "resume": resume,
     "zone_walk": zone_walk,
 }
+
+HANDLERS |= STATE_HANDLERS

@@ -194,3 +194,39 @@ def test_presence_times_changes_and_zone_pages(tmp_path):
         assert run["pages"] == -(-run["count"] // zone["params"]["limit"])
         assert run["page_p50_ms"] > 0 and run["walk_ms"] > 0
     all_runs_error_free(document)
+
+
+def test_state_weighs_deltas_times_ticks_and_ramps(tmp_path):
+    """state runs A, B, C and the ramp: deltas weighed against snapshots in
+    both encodings, the gateway's ticks, latency from ts, no desync."""
+    document = run_bench("state", tmp_path)
+    names = [case["params"].get("case") for case in document["cases"]]
+    assert names[:3] == ["A", "B", "C"]
+    for case in document["cases"][:3]:
+        (summary,) = [case["summary"]["gateway"]]
+        assert_positive(
+            summary,
+            "json_delta_Bps",
+            "json_snapshot_Bps",
+            "cbor_delta_Bps",
+            "cbor_snapshot_Bps",
+            "ticks_per_s",
+            "tick_mean_ms",
+            "latency_p50_ms",
+            "inputs_per_s",
+            "deltas_per_s",
+            "engine_tick_p50_ms",
+        )
+        for encoding in ("json", "cbor"):
+            assert (
+                summary[f"{encoding}_delta_Bps"]["median"]
+                < summary[f"{encoding}_snapshot_Bps"]["median"]
+            )
+        (run,) = case["runs"]["gateway"]
+        assert run["checks"] > 0
+        assert run["desyncs"] == 0 and run["snapshot_scale_errors"] == 0
+    ramp = [case for case in document["cases"] if case["name"].startswith("ramp")]
+    assert ramp and "held" in ramp[0]["summary"]["gateway"]
+    for case in ramp[1:]:
+        assert_positive(case["summary"]["gateway"], "ticks_per_s", "inputs_per_s")
+    all_runs_error_free(document)

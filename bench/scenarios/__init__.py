@@ -4,8 +4,7 @@ A scenario is a module with ``SUMMARY`` (one line for ``--help``),
 ``add_arguments(parser)`` for its own options, and ``run(options)``, which
 returns ``{"cases": [...], "notes": [...]}`` built with
 :func:`bench.report.case_result`. The command line, the table and the JSON
-file come for free. ``state`` joins here when the gateway has state
-synchronization.
+file come for free.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ SCENARIOS = {
     "fanout": "bench.scenarios.fanout",
     "resume": "bench.scenarios.resume",
     "presence": "bench.scenarios.presence",
+    "state": "bench.scenarios.state",
 }
 
 
