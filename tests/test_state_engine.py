@@ -7,11 +7,11 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from state_kit import Clients, arena
 
 from rtgateway.state.engine import Backpressure, ZoneEngine, ZoneFullError
 from rtgateway.state.quantize import quantize
 from rtgateway.wire.errors import InvalidParams
-from state_kit import Clients, arena
 
 
 def started(schema=None, players=("a", "b"), **fields):
