@@ -155,6 +155,65 @@ ids = st.one_of(
 )
 kinds = st.sampled_from(["ping", "notification", "batch", "unknown", "invalid", "junk"])
 cuts = st.lists(st.integers(0, 4096), max_size=4)
+#: The router's methods but session.close (it ends the session by design).
+METHODS = [
+    "admin.kick",
+    "presence.get",
+    "presence.set",
+    "presence.unwatch",
+    "presence.watch",
+    "presence.zone",
+    "pubsub.publish",
+    "pubsub.subscribe",
+    "pubsub.unsubscribe",
+    "session.refresh",
+    "session.resume",
+    "state.hash",
+    "state.join",
+    "state.leave",
+    "state.sync",
+    "state.update",
+    "sys.ping",
+    "world.remove",
+    "world.set",
+]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+#: Params near what the methods take, so that validation goes deeper.
+params = st.one_of(
+    values,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "topic": st.sampled_from(["chat.a", "presence.bob", "x", ""]),
+            "type": st.text(max_size=10),
+            "data": values,
+            "players": st.lists(st.sampled_from(["bob", "neighbour", "", "é"])),
+            "zone": st.sampled_from(["lobby", "", "no-such-zone"]),
+            "entity": st.text(max_size=10),
+            "fields": st.dictionaries(st.sampled_from(["x", "y", "hp"]), values),
+            "input_seq": st.integers(-5, 5),
+            "resume_token": st.text(max_size=30),
+            "token": st.text(max_size=30),
+            "status": st.sampled_from(["online", "away", "busy", "invisible", "x"]),
+            "since": values,
+            "positions": values,
+        },
+    ),
+)
 
 
 class FrameFuzz(RuleBasedStateMachine):
@@ -367,6 +426,29 @@ class FrameFuzz(RuleBasedStateMachine):
         if not pieces:
             self.fragments = None
             self.check_answer(kind, id, before)
+
+    @rule(method=st.sampled_from(METHODS), params=params, id=ids)
+    @sending
+    def send_call(self, method, params, id):
+        """Any method with params of any shape: one answer, never -32603."""
+        predictable = self.predictable
+        request = {"jsonrpc": "2.0", "method": method, "params": params, "id": id}
+        payload = self.encode(request)
+        before = len(self.victim.received)
+        self.deliver(frame(self.data_opcode, payload), [])
+        if not predictable:
+            return
+        if self.fragments is not None or len(payload) > MAX_MESSAGE:
+            self.data_frame_closes(closecodes.MESSAGE_TOO_BIG)
+            return
+        event(f"called {method}")
+        (response,) = [
+            m
+            for m in self.victim.received[before:]
+            if isinstance(m, dict) and "method" not in m and m.get("id") == id
+        ]
+        assert response.get("error", {}).get("code") != -32603, response
+        assert self.server.state == WebSocketProtocol.STATE_OPEN
 
     @rule(size=st.integers(MAX_MESSAGE + 1, 3 * MAX_MESSAGE), parts=st.integers(1, 4))
     @sending
