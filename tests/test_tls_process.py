@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import cbor2
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -160,14 +161,23 @@ def call(ws, method, params, id):
             return message
 
 
-def test_jwt_authenticated_rpc_over_wss(gateway):
+@pytest.mark.parametrize(
+    ("subprotocol", "codec"),
+    [("rtgw.v1.json", json), ("rtgw.v1.cbor", cbor2)],
+    ids=["json", "cbor"],
+)
+def test_jwt_authenticated_rpc_over_wss(gateway, subprotocol, codec):
     """A JWT-authenticated connection over TLS gets its welcome and RPC answers."""
-    with open_wss(gateway, subprotocols=["rtgw.v1.json"]) as ws:
+    with open_wss(gateway, subprotocols=[subprotocol]) as ws:
+        assert ws.subprotocol == subprotocol
         assert ws.socket.version() in ("TLSv1.2", "TLSv1.3")
-        welcome = receive(ws)
+        welcome = codec.loads(ws.recv(timeout=10))
         assert welcome["method"] == "session.welcome"
         assert welcome["params"]["player_id"] == "alice"
-        response = call(ws, "sys.ping", {}, 1)
+        request = {"jsonrpc": "2.0", "method": "sys.ping", "params": {}, "id": 1}
+        ws.send(codec.dumps(request))
+        response = codec.loads(ws.recv(timeout=10))
+        assert response["id"] == 1
         assert isinstance(response["result"]["server_time_ms"], int)
 
 
