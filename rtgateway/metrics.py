@@ -343,3 +343,9 @@ class StateMetrics:
             "Clients closed 4008 for staying behind their zone's ticks.",
             registry=r,
         )
+        self.tick_failures = FastCounter(
+            "rtgateway_state_tick_failures",
+            "Ticks that raised (logged; the zone ticks on), by zone.",
+            ["zone"],
+            registry=r,
+        )

@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from state_kit import Clients, arena
 
 from rtgateway.state.engine import Backpressure, ZoneEngine, ZoneFullError
+from rtgateway.state.mirror import Mirror
 from rtgateway.state.quantize import quantize
+from rtgateway.state.schema import FieldSpec
 from rtgateway.wire.errors import InvalidParams
 
 
@@ -80,6 +82,10 @@ def test_stale_input_seq_is_refused():
         ({"dir": [1, "a"]}, "/fields/dir", "must be an array of numbers"),
         ({"dir": [1, 2, 3]}, "/fields/dir", "must have at most 2 items"),
         ({"open": 1}, "/fields/open", "must be a boolean"),
+        ({"x": 1e300}, "/fields/x", "must be within ±(2^53 - 1)"),
+        ({"hp": 2**60}, "/fields/hp", "must be within ±(2^53 - 1)"),
+        ({"hp": -1e300}, "/fields/hp", "must be within ±(2^53 - 1)"),
+        ({"dir": [0, 2.0**54]}, "/fields/dir", "must be within ±(2^53 - 1)"),
     ],
 )
 def test_bad_fields_are_refused_with_pointers(fields, path, message):
@@ -89,6 +95,62 @@ def test_bad_fields_are_refused_with_pointers(fields, path, message):
         engine.update("a", fields, None, 0.1)
     assert refused.value.code == -32602
     assert refused.value.data["errors"] == [{"path": path, "message": message}]
+
+
+def test_numbers_at_the_limit_stay_encodable_and_hashable():
+    """A number quantized past 2^53 - 1 is refused; one at the limit ticks on."""
+    schema = arena(
+        fields={**arena().fields, "big": FieldSpec("big", "number", quantum=4)}
+    )
+    engine, clients = started(schema, players=("a", "b"))
+    with pytest.raises(InvalidParams):
+        engine.update("a", {"big": 2**53 - 1}, 1, 0.1)  # rounds up to 2^53
+    engine.update("a", {"big": 2**53 - 4}, 2, 0.1)
+    clients.tick()
+    assert clients.mirrors["b"].entities["player.a"][1]["big"] == 2**53 - 4
+    engine.view_hash("b")
+
+
+def test_a_later_input_undoes_an_earlier_correction_in_the_ack():
+    """ack.corrected holds only fields whose authoritative value was corrected."""
+    engine, clients = started(players=("a",))
+    assert engine.update("a", {"hp": 150}, 1, 0.1).corrected == {"hp": 100}
+    engine.update("a", {"hp": 50}, 2, 0.1)
+    engine.update("a", {"x": 0.5}, 3, 0.1)
+    clients.tick()
+    assert clients.last("a")["ack"] == {"input_seq": 3, "v": 3}
+    engine.update("a", {"hp": 50, "x": 0.7}, 4, 0.2)
+    engine.update("a", {"hp": 120}, 5, 0.2)
+    clients.tick()
+    assert clients.last("a")["ack"]["corrected"] == {"hp": 100}
+
+
+def test_a_second_client_of_an_entity_takes_it_over():
+    """One client per entity: the first is detached, the entity stays."""
+    engine, clients = started(players=("a", "b"))
+    clients.mirrors["a2"] = Mirror(own="player.a")
+    clients.deliver("a2", engine.attach("a2", "player.a", "json", 0.5))
+    assert "a" not in engine.clients and "a2" in engine.clients
+    engine.detach("a")
+    engine.update("a2", {"x": 3.0}, 1, 1.0)
+    clients.tick()
+    assert clients.mirrors["b"].entities["player.a"][1]["x"] == 3.0
+
+
+def test_joining_again_keeps_the_speed_limit():
+    """A re-join of the same zone cannot teleport past max_speed."""
+    schema = arena(max_speed=10.0, speed_burst_s=1.0)
+    engine, clients = started(schema, players=("a",))
+    engine.update("a", {"x": 1.0}, 1, 1.0)
+    clients.join("a", {"x": 90.0}, now=1.1)
+    assert engine.entities["player.a"].fields["x"] < 12.0
+
+
+def test_a_short_snapshot_interval_is_not_taken_for_never():
+    """snapshot_interval_s below half a tick still means a snapshot every tick."""
+    _engine, clients = started(arena(snapshot_interval_s=0.001), players=("a", "b"))
+    clients.tick()
+    assert clients.messages["a"][-1]["method"] == "state.snapshot"
 
 
 def test_values_are_quantized_and_min_max_clamped_with_corrections():
@@ -268,6 +330,42 @@ def test_aoi_sends_only_entities_within_the_radius_with_hysteresis():
     for _ in range(12):
         clients.tick()
     assert "player.far" in clients.mirrors["a"].entities
+
+
+def test_an_entity_held_by_the_margin_leaves_when_it_walks_away():
+    """An entity kept by the leave margin beyond the 3 x 3 cells still leaves."""
+    schema = arena(aoi_radius=10.0, aoi_leave_margin=9.0)
+    engine = ZoneEngine(schema)
+    clients = Clients(engine)
+    clients.join("a", {"x": 9.5, "y": 0.5})
+    clients.join("b", {"x": 15.0, "y": 0.5})
+    for _ in range(6):
+        clients.tick()
+    assert "player.b" in clients.mirrors["a"].entities
+    # 15.5 m away: kept by the margin, two cells over from a's cell.
+    engine.update("b", {"x": 25.0}, 1, 10.0)
+    for _ in range(12):
+        clients.tick()
+    assert "player.b" in clients.mirrors["a"].entities
+    for seq, x in enumerate((27.0, 29.5), start=2):
+        engine.update("b", {"x": x}, seq, 10.0 + seq)
+        for _ in range(12):
+            clients.tick()
+    assert "player.b" not in clients.mirrors["a"].entities
+
+
+def test_the_grid_forgets_stamps_of_cells_left_long_ago():
+    """A wandering entity does not leave a stamp in every cell it crossed."""
+    schema = arena(aoi_radius=10.0)
+    engine = ZoneEngine(schema)
+    clients = Clients(engine)
+    clients.join("a", {"x": 0.0, "y": 0.0})
+    clients.join("b", {"x": 0.0, "y": 0.0})
+    for step in range(1, 1300):
+        if step % 10 == 0:
+            engine.update("b", {"x": step * 1.0}, step, step * 1.0)
+        clients.tick()
+    assert len(engine._grid.stamps) < 20
 
 
 @settings(max_examples=300, deadline=None)

@@ -300,3 +300,100 @@ def test_a_replica_is_rebuilt_from_the_store_when_the_bus_comes_back(gateway):
     gateway.advance(TICK)
     assert "world.arena.chest" not in mirror_of(alice, "player.alice")[0].entities
     assert "player.alice" in zone
+
+
+def test_a_second_session_of_the_player_takes_its_entity_over(gateway):
+    """One entity, one member: the older session is out of the zone, not the entity."""
+    first = joined(gateway, "alice", x=0.0, y=0.0)
+    bob = joined(gateway, "bob", x=5.0, y=0.0)
+    second = joined(gateway, "alice", x=1.0, y=0.0)
+    gateway.advance(TICK)
+    assert first.opened and second.opened
+    for method, params in [("state.update", {"fields": {"x": 2}}), ("state.leave", {})]:
+        assert gateway.call(first, method, params)["error"]["code"] == -32003
+    gateway.drop(first)
+    gateway.advance(31)
+    assert gateway.call(second, "state.update", {"fields": {"x": 1.5}})["result"]
+    gateway.advance(TICK)
+    mirror, _ = mirror_of(bob, "player.bob")
+    assert mirror.entities["player.alice"][1]["x"] == 1.5
+
+
+def test_a_refused_zone_switch_leaves_the_player_where_it_was(gateway):
+    """A join of another zone that fails changes nothing: same zone, same entity."""
+    watcher = gateway.open("watcher")
+    gateway.call(watcher, "pubsub.subscribe", {"topic": "zone.arena"})
+    alice = joined(gateway, "alice", x=0.0, y=0.0)
+    bob = joined(gateway, "bob", x=5.0, y=0.0)
+    refused = gateway.call(
+        alice, "state.join", {"zone": "cave", "fields": {"torch": "lit"}}
+    )
+    assert refused["error"]["code"] == -32602
+    gateway.advance(TICK)
+    assert "player.alice" in mirror_of(bob, "player.bob")[0].entities
+    assert gateway.call(alice, "state.update", {"fields": {"x": 0.5}})["result"]
+    left = [n for n in watcher.notifications() if n["method"] == "zone.left"]
+    assert left == []
+
+
+def test_the_echo_of_a_departed_player_does_not_bring_it_back(gateway):
+    """This gateway's own player writes coming back on the bus are not applied."""
+    from rtgateway.backends.zonefeed import encode_zone_batch
+
+    alice = joined(gateway, "alice", x=0.0, y=0.0)
+    bob = joined(gateway, "bob", x=5.0, y=0.0)
+    gateway.advance(TICK)
+    gateway.call(alice, "state.leave", {})
+    gateway.advance(TICK)
+    state = gateway.gateway.state
+    late = encode_zone_batch(
+        state._gateway_id, {"player.alice": (3, {"x": 0.5, "y": 0.0})}, []
+    )
+    state._bus_message("arena", late)
+    gateway.advance(TICK)
+    assert "player.alice" not in state._zones["arena"].engine.entities
+    assert "player.alice" not in mirror_of(bob, "player.bob")[0].entities
+
+
+def test_a_client_too_far_behind_is_closed_once(gateway):
+    """The 4008 close is asked for once, not on every tick until it completes."""
+    alice = joined(gateway, "alice", x=0.0, y=0.0)
+    joined(gateway, "bob", x=5.0, y=0.0)
+    connections = gateway.gateway.factory.connections
+    (server,) = [c for c in connections if c.principal.player_id == "alice"]
+    server._guard.pauseProducing()  # what a transport with a full buffer does
+    for _ in range(int(12 / TICK)):
+        gateway.clock.advance(TICK)  # no flush: the close handshake waits
+    gateway.flush()
+    slow = gateway.gateway.metrics.registry.get_sample_value(
+        "rtgateway_state_slow_clients_total"
+    )
+    assert slow == 1
+    assert alice.close_code == 4008
+
+
+def test_a_failing_tick_is_logged_and_the_zone_ticks_on(gateway, monkeypatch):
+    """An exception in one tick is logged and counted; the next tick runs."""
+    from twisted.logger import globalLogPublisher
+
+    alice = joined(gateway, "alice", x=0.0, y=0.0)
+    engine = gateway.gateway.state._zones["arena"].engine
+    original = engine.tick
+    monkeypatch.setattr(engine, "tick", lambda writable: 1 / 0)
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        gateway.advance(TICK)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    failures = [e for e in logged if e.get("log_failure") is not None]
+    assert failures and failures[0]["zone"] == "arena"
+    monkeypatch.setattr(engine, "tick", original)
+    gateway.call(alice, "state.update", {"fields": {"x": 0.5}})
+    before = engine.tick_count
+    gateway.advance(TICK)
+    assert engine.tick_count == before + 1
+    count = gateway.gateway.metrics.registry.get_sample_value(
+        "rtgateway_state_tick_failures_total", {"zone": "arena"}
+    )
+    assert count == 1

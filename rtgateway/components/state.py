@@ -86,10 +86,17 @@ METHODS = (
 )
 #: The session metadata key naming the zone a session's player is in.
 ZONE_KEY = "state_zone"
+#: Removals from the store that failed are tried again this often, so many
+#: times (half a minute of outage), before they are given up and logged.
+REMOVAL_RETRY_S = 1.0
+REMOVAL_RETRIES = 30
+
+
+PLAYER_PREFIX = "player."
 
 
 def player_entity(player_id: str) -> str:
-    return f"player.{player_id}"
+    return PLAYER_PREFIX + player_id
 
 
 def world_entity(zone: str, name: str) -> str:
@@ -213,18 +220,24 @@ class StateComponent(Service):
         schema = self._schemas.get(zone)
         if schema is None:
             raise NotFound(f"no state zone {zone!r}")
-        current = self._members.get(local.session_id)
-        if current is not None and current.zone != zone:
-            self._leave(current)
+        fields = params.get("fields", {})
+        checked = check_fields(schema, fields)
+        if checked.errors:
+            raise InvalidParams(checked.errors)
         active = await self._activate(zone)
         entity_id = player_entity(caller.principal.player_id)
+        # Only once the new zone has taken the player does it leave its old
+        # one: a refused join changes nothing.
+        current = self._by_entity.get(entity_id)
         snapshot = active.engine.join(
             caller.connection_id,
             entity_id,
             caller.codec.NAME,
-            params.get("fields", {}),
+            fields,
             self._clock.seconds(),
         )
+        if current is not None:
+            self._hand_over(current, zone, caller, local.session_id)
         member = Membership(local.session_id, zone, entity_id, caller)
         self._adopt(member, active)
         self._metrics.messages.labels(zone).inc()
@@ -238,6 +251,26 @@ class StateComponent(Service):
             "entity": entity_id,
             "tick_hz": {"fast": schema.fast_hz, "slow": schema.slow_hz},
         }
+
+    def _hand_over(
+        self, current: Membership, zone: str, connection: Any, session_id: str
+    ) -> None:
+        """The player's previous membership gives way to its join of ``zone``.
+
+        A player is in one zone at most, with one connection: another zone
+        means its entity leaves the old one; the same zone from another
+        connection or session takes the entity over, and the old one is no
+        longer a member (its ``state.*`` calls answer -32003).
+        """
+        if current.zone != zone:
+            self._leave(current)
+        else:
+            if current.connection not in (None, connection):
+                self._drop_connection(current)
+            if self._members.get(current.session_id) is current:
+                del self._members[current.session_id]
+        if current.session_id != session_id:
+            self._remember_zone(current.session_id, None)
 
     def update(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
         member = self._require_member(caller)
@@ -317,8 +350,10 @@ class StateComponent(Service):
     def connection_detached(self, local: Any) -> None:
         """The connection is gone (dropped, closed, taken over): keep the entity."""
         member = self._by_connection.get(local.connection.connection_id)
-        if member is None:
-            return
+        if member is not None:
+            self._connection_gone(member)
+
+    def _connection_gone(self, member: Membership) -> None:
         self._drop_connection(member)
         self._clock.callLater(
             self._resume_window_s + 5.0, self._forget_detached, member
@@ -337,6 +372,9 @@ class StateComponent(Service):
         if member is not None and member.connection is not None:
             self._drop_connection(member)
         entity_id = player_entity(local.player_id)
+        holder = self._by_entity.get(entity_id)
+        if holder is not None and holder.session_id != local.session_id:
+            return  # another session of the player has joined since
         active = await self._activate(zone)
         if entity_id not in active.engine.entities:
             return
@@ -397,7 +435,9 @@ class StateComponent(Service):
         active.ready = None
         interval = 1.0 / self._schemas[zone].fast_hz
         active.loop.start(interval, now=False).addErrback(
-            self.log.failure, "the tick loop of zone {zone} stopped", zone=zone
+            lambda failure: self.log.failure(
+                "the tick loop of zone {zone} stopped", failure=failure, zone=zone
+            )
         )
         return active
 
@@ -414,7 +454,7 @@ class StateComponent(Service):
         channel = zone_channel(zone)
         self._broker.remove_channel_handler(channel)
         self._bus.unsubscribe(channel).addErrback(
-            self.log.failure, "leaving {channel}", channel=channel
+            self._log_failure, "leaving {entity}", channel
         )
 
     def _adopt(self, member: Membership, active: ActiveZone) -> None:
@@ -440,9 +480,7 @@ class StateComponent(Service):
             active.engine.remove(member.entity_id)
             self._deactivate(member.zone)
         else:
-            self._store.write_players(
-                member.zone, self._gateway_id, {}, [member.entity_id]
-            ).addErrback(self._log_failure, "removing {entity}", member.entity_id)
+            self._remove_stored(member.zone, [member.entity_id])
 
     def _drop_connection(self, member: Membership) -> None:
         """Detach the member's connection from its zone; the entity stays."""
@@ -475,13 +513,24 @@ class StateComponent(Service):
         if count > 1:
             metrics.overruns.labels(zone).inc(count - 1)
         connections = active.connections
-        result = active.engine.tick(lambda cid: connections[cid].writable)
+        try:
+            result = active.engine.tick(lambda cid: connections[cid].writable)
+        except Exception:
+            # Logged, and the zone ticks on: a bug in one tick must not stop
+            # every client of the zone for good.
+            self.log.failure("tick of zone {zone} failed", zone=zone)
+            metrics.tick_failures.labels(zone).inc()
+            return
         for client_id, payload in result.sends:
             connections[client_id].send_payload(payload)
         metrics.messages.labels(zone).inc(len(result.sends))
         for client_id in result.closes:
             metrics.slow_clients.inc()
-            connections[client_id].close(
+            connection = connections[client_id]
+            # Out of the zone at once, or every tick until the close is done
+            # would close it again; the entity waits for a resume as usual.
+            self._connection_gone(self._by_connection[client_id])
+            connection.close(
                 closecodes.SLOW_CONSUMER, "too far behind the zone's ticks"
             )
         self._flush(zone, result.changed, result.removed)
@@ -510,11 +559,44 @@ class StateComponent(Service):
         changed: dict[str, tuple[int, dict[str, Any]]],
         removed: list[str],
     ) -> None:
-        """Keep the writes for the next tick's batch: the store is the truth."""
+        """Keep the writes for the next tick's batch: the store is the truth.
+
+        A zone no longer ticking here has no next batch: its removals are
+        tried again on their own, or the players would stay in the store.
+        """
         active = self._zones.get(zone)
         if active is not None:
             active.engine.rewrite(changed, removed)
+        elif removed:
+            self._clock.callLater(
+                REMOVAL_RETRY_S, self._remove_stored, zone, removed, 1
+            )
         self._log_failure(failure, "writing zone {entity}", zone)
+
+    def _remove_stored(
+        self, zone: str, entity_ids: list[str], attempt: int = 0
+    ) -> None:
+        """Remove players of a zone this gateway no longer ticks from the store."""
+        if attempt:
+            # A player back in the zone since is written again, not removed.
+            entity_ids = [
+                entity_id
+                for entity_id in entity_ids
+                if getattr(self._by_entity.get(entity_id), "zone", None) != zone
+            ]
+            if not entity_ids:
+                return
+
+        def failed(failure: Any) -> None:
+            self._log_failure(failure, "removing players of zone {entity}", zone)
+            if attempt < REMOVAL_RETRIES:
+                self._clock.callLater(
+                    REMOVAL_RETRY_S, self._remove_stored, zone, entity_ids, attempt + 1
+                )
+
+        self._store.write_players(zone, self._gateway_id, {}, entity_ids).addErrback(
+            failed
+        )
 
     # -- the bus -------------------------------------------------------------------
 
@@ -529,23 +611,27 @@ class StateComponent(Service):
         engine = active.engine
         own = gateway_id == self._gateway_id
         for entity_id, (version, fields) in changed.items():
-            if self._written_here(entity_id, own, engine):
-                continue
-            engine.apply(entity_id, version, fields)
+            if not self._written_here(entity_id, own):
+                engine.apply(entity_id, version, fields)
         for entity_id in removed:
-            if not self._written_here(entity_id, own, engine):
+            if not self._written_here(entity_id, own):
                 engine.remove(entity_id)
 
-    def _written_here(self, entity_id: str, own: bool, engine: ZoneEngine) -> bool:
+    def _written_here(self, entity_id: str, own: bool) -> bool:
         """Whether this gateway writes ``entity_id``, so the bus must not.
 
-        A player whose session moved to another gateway is written there
-        now: its first change from there releases it here.
+        The echo of this gateway's own player writes is never applied: the
+        replica had them first, and a late echo of a player that has left
+        since would bring it back. A player whose session moved to another
+        gateway is written there now: its first change from there releases
+        it here. World entities reach every replica through the bus only.
         """
+        if own and entity_id.startswith(PLAYER_PREFIX):
+            return True
         member = self._by_entity.get(entity_id)
         if member is None:
             return False
-        if own or member.connection is not None:
+        if member.connection is not None:
             return True
         self._forget_detached(member)
         return False
@@ -567,7 +653,13 @@ class StateComponent(Service):
         if active is None:
             return
         engine = active.engine
-        local = {m.entity_id for m in self._by_entity.values() if m.zone == zone}
+        # Only connected players: a detached one may have resumed on another
+        # gateway, which writes it now; its old copy here must not win.
+        local = {
+            m.entity_id
+            for m in self._by_entity.values()
+            if m.zone == zone and m.connection is not None
+        }
         for entity_id in list(engine.entities):
             if entity_id not in stored and entity_id not in local:
                 engine.remove(entity_id)

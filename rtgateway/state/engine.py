@@ -38,6 +38,9 @@ from rtgateway.state.schema import ZoneSchema
 from rtgateway.state.viewhash import ordered_hash, utf16_order, view_hash
 from rtgateway.wire.errors import InvalidParams, NotFound, Unavailable
 
+#: How often the interest grid forgets stamps nobody can need (ticks).
+PRUNE_EVERY_TICKS = 600
+
 
 class ZoneFullError(Unavailable):
     """The zone holds ``max_entities`` entities already."""
@@ -159,11 +162,17 @@ class ZoneEngine:
         self.tick_count = 0
         self.entities: dict[str, Entity] = {}
         self.clients: dict[Any, ClientView] = {}
+        #: The client holding each player entity: at most one.
+        self._holders: dict[str, Any] = {}
         self._dirty: set[Entity] = set()
         self._slow = frozenset(n for n, s in schema.fields.items() if s.lane == "slow")
         self._position = schema.position
         self._aoi = schema.aoi_radius > 0 and len(schema.position) >= 2
-        self._grid = Grid(schema.aoi_radius) if self._aoi else None
+        self._grid = (
+            Grid(schema.aoi_radius, schema.aoi_radius + schema.leave_margin)
+            if self._aoi
+            else None
+        )
         self._unplaced: dict[str, Entity] = {}
         self._refresh_every = max(1, schema.slow_every)
         self._incarnations = 0
@@ -174,7 +183,9 @@ class ZoneEngine:
         self._timer = timer
         self._backpressure = backpressure or Backpressure.for_zone(schema)
         snapshot_ticks = round(schema.snapshot_interval_s * schema.fast_hz)
-        self._snapshot_every = max(1, snapshot_ticks) if snapshot_ticks else 0
+        self._snapshot_every = (
+            max(1, snapshot_ticks) if schema.snapshot_interval_s > 0 else 0
+        )
         self.stamp_time: Callable[[], float] | None = None
 
     # -- entities ------------------------------------------------------------
@@ -308,9 +319,12 @@ class ZoneEngine:
             values.update(checked.values)
             entity = self._create(entity_id, 1, values)
             self._store_changed[entity_id] = dict(values)
-        elif entity.change(checked.values):
-            self._dirty.add(entity)
-            self._store_changed.setdefault(entity_id, {}).update(checked.values)
+        else:
+            if self.schema.max_speed is not None and entity.allowance is not None:
+                entity.allowance.limit(self.schema, entity.fields, checked, now)
+            if entity.change(checked.values):
+                self._dirty.add(entity)
+                self._store_changed.setdefault(entity_id, {}).update(checked.values)
         self._local.add(entity_id)
         self._store_removed.discard(entity_id)
         return self.attach(client_id, entity_id, codec, now)
@@ -322,6 +336,10 @@ class ZoneEngine:
             raise NotFound(f"{entity_id} is not in zone {self.zone}")
         if client_id in self.clients:
             self.detach(client_id)
+        holder = self._holders.get(entity_id)
+        if holder is not None:
+            # One client per entity: a second would lose it when the first left.
+            self.detach(holder)
         if entity.allowance is None:
             entity.allowance = MoveAllowance(self.schema, now)
         self._local.add(entity_id)
@@ -330,6 +348,7 @@ class ZoneEngine:
             client_id, entity_id, CODEC_INDEX[codec], self._slots % self._refresh_every
         )
         self.clients[client_id] = client
+        self._holders[entity_id] = client_id
         if not self._aoi:
             for other in self.entities.values():
                 if other.entity_id != entity_id:
@@ -341,6 +360,8 @@ class ZoneEngine:
         client = self.clients.pop(client_id, None)
         if client is None:
             return None
+        if self._holders.get(client.entity_id) == client_id:
+            del self._holders[client.entity_id]
         for entity_id in client.view:
             entity = self.entities.get(entity_id)
             if entity is not None:
@@ -379,7 +400,11 @@ class ZoneEngine:
             self._store_changed.setdefault(entity.entity_id, {}).update(checked.values)
         if input_seq is not None:
             entity.last_input_seq = input_seq
-        client.ack_corrected.update(checked.corrected)
+        # A later input that set a field again undoes the earlier correction.
+        pending = client.ack_corrected
+        for name in checked.values.keys() - checked.corrected.keys():
+            pending.pop(name, None)
+        pending.update(checked.corrected)
         ack: dict[str, Any] = {"input_seq": entity.last_input_seq, "v": entity.version}
         if client.ack_corrected:
             ack["corrected"] = dict(client.ack_corrected)
@@ -445,7 +470,11 @@ class ZoneEngine:
         if own.pos is None:
             return True
         since = client.refreshed
-        return own.pos_tick > since or self._grid.changed_since(own.cell, since)
+        if own.pos_tick > since or self._grid.changed_since(own.cell, since):
+            return True
+        # Nothing changed around it: its view is as good as a fresh one.
+        client.refreshed = self.tick_count
+        return False
 
     # -- messages ------------------------------------------------------------
 
@@ -584,6 +613,8 @@ class ZoneEngine:
             for client in self.clients.values():
                 if client.slot == phase and self._needs_refresh(client):
                     self._refresh(client)
+            if tick % PRUNE_EVERY_TICKS == 0:
+                self._grid.prune(tick - self._refresh_every - 1)
         if timer:
             now = timer()
             result.phases["publish"] = now - started

@@ -27,9 +27,23 @@ class Checked:
     errors: list[dict[str, str]] = field(default_factory=list)
 
 
+#: The largest magnitude a number field holds: every client's JSON parser
+#: reads integers up to it exactly (JavaScript's ``Number.MAX_SAFE_INTEGER``),
+#: and RFC 8785 refuses integers beyond it in the view hash.
+MAX_MAGNITUDE = 2**53 - 1
+OUT_OF_RANGE = "must be within ±(2^53 - 1)"
+
+
 def _is_number(value: Any) -> bool:
     kind = type(value)
     return (kind is int) or (kind is float and math.isfinite(value))
+
+
+def _too_large(value: Any) -> bool:
+    """Whether a number, or any item of a vector, is past :data:`MAX_MAGNITUDE`."""
+    if type(value) is list:
+        return any(abs(item) > MAX_MAGNITUDE for item in value)
+    return type(value) in (int, float) and abs(value) > MAX_MAGNITUDE
 
 
 def _clamp_number(spec: FieldSpec, value: float) -> float | int:
@@ -48,10 +62,12 @@ def _problem(spec: FieldSpec, value: Any) -> str | None:
     """Why ``value`` cannot be stored in ``spec``'s field (None: it can)."""
     kind = spec.type
     if kind == "number":
-        return None if _is_number(value) else "must be a number"
+        if not _is_number(value):
+            return "must be a number"
+        return OUT_OF_RANGE if _too_large(value) else None
     if kind == "integer":
         if type(value) is int or (type(value) is float and value.is_integer()):
-            return None
+            return OUT_OF_RANGE if _too_large(value) else None
         return "must be an integer"
     if kind == "boolean":
         return None if type(value) is bool else "must be a boolean"
@@ -65,7 +81,7 @@ def _problem(spec: FieldSpec, value: Any) -> str | None:
         return "must be an array of numbers"
     if len(value) > spec.length_bound:
         return f"must have at most {spec.length_bound} items"
-    return None
+    return OUT_OF_RANGE if _too_large(value) else None
 
 
 def store_value(spec: FieldSpec, value: Any) -> Any:
@@ -110,6 +126,10 @@ def check_fields(
             checked.errors.append({"path": pointer, "message": problem})
             continue
         stored = store_value(spec, value)
+        if _too_large(stored):
+            # Quantizing can round a value at the limit past it.
+            checked.errors.append({"path": pointer, "message": OUT_OF_RANGE})
+            continue
         checked.values[name] = stored
         if stored != as_sent(spec, value):
             checked.corrected[name] = stored
