@@ -360,6 +360,12 @@ class Broker:
                 stream.held = [(offset, epoch, body)]
                 self._repair(stream)
                 return
+        elif offset > 1:
+            # A new epoch (the history was lost) whose start this gateway
+            # missed: its earlier events are in the history, read them.
+            stream.held = [(offset, epoch, body)]
+            self._repair(stream)
+            return
         stream.top, stream.epoch = offset, epoch
         event = orjson.loads(body)
         self._fan_out(stream, offset, epoch, event, self.events.get(event["type"]))
@@ -372,9 +378,18 @@ class Broker:
         self._read_gap(stream)
 
     def _repaired(self, replay: Any, stream: _Stream) -> None:
+        # Held events of an epoch the history no longer has cannot be placed.
+        current = replay.top.epoch
+        stream.held = [event for event in stream.held or () if event[1] == current]
         if replay.recovered:
             for event in replay.events:
                 self._sequence(stream, event.offset, event.epoch, event.body)
+        elif current != stream.epoch:
+            # The history was lost and started a new epoch: every event of
+            # it is new to the subscribers, from its first offset on.
+            stream.top, stream.epoch = 0, current
+            self._read_gap(stream)
+            return
         else:
             # History no longer holds the gap: continue from its top; the
             # clients learn from the epoch or offsets that they must resync.

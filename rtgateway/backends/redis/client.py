@@ -118,10 +118,18 @@ class RedisClient:
         self.log.info("Redis command connection up")
         # Lets operators tell gateways apart in CLIENT LIST.
         protocol.execute_command("CLIENT", "SETNAME", self._name).addErrback(
-            lambda f: self.log.failure("CLIENT SETNAME failed", f)
+            self._setname_failed
         )
         for listener in self._up_listeners:
             listener()
+
+    def _setname_failed(self, failure: Failure) -> None:
+        # A connection lost or unanswered at once is an outage, which the
+        # next call reports: a warning, not a traceback at every reconnection.
+        if failure.check(*_CONNECTION_FAILURES):
+            self.log.warn("CLIENT SETNAME failed: {why}", why=failure.value)
+        else:
+            self.log.failure("CLIENT SETNAME failed", failure)
 
     def _down(self, protocol: Any) -> None:
         if protocol is self._protocol:
