@@ -84,29 +84,31 @@ def _problem(spec: FieldSpec, value: Any) -> str | None:
     return OUT_OF_RANGE if _too_large(value) else None
 
 
-def store_value(spec: FieldSpec, value: Any) -> Any:
-    """The value stored for an acceptable ``value``: quantized and clamped."""
+def stored_and_sent(spec: FieldSpec, value: Any) -> tuple[Any, Any]:
+    """What is stored for an acceptable ``value``, and what the client holds.
+
+    The stored value is quantized and clamped; the client's is ``value``
+    after it quantized it itself. Quantization is not a correction (both
+    sides use the same function), so only where the two differ, a clamp,
+    is one reported. Unclamped numbers, the input path's common case, are
+    quantized once.
+    """
     kind = spec.type
     if kind == "number":
-        return _clamp_number(spec, value)
+        quantum = spec.quantum
+        sent = value if quantum is None else quantize(value, quantum)
+        if spec.min is None and spec.max is None:
+            return sent, sent
+        return _clamp_number(spec, value), sent
     if kind == "integer":
-        return int(_clamp_number(spec, int(value)))
+        number = int(value)
+        sent = number if spec.quantum is None else quantize(number, spec.quantum)
+        return int(_clamp_number(spec, number)), sent
     if kind == "vector":
-        return [_clamp_number(spec, item) for item in value]
-    return value
-
-
-def as_sent(spec: FieldSpec, value: Any) -> Any:
-    """``value`` as the client holds it after quantizing it itself.
-
-    Quantization is not a correction: the client quantizes with the same
-    function, so only a clamp or the speed limit is reported.
-    """
-    if spec.quantum is None:
-        return int(value) if spec.type == "integer" else value
-    if spec.type == "vector":
-        return [quantize(item, spec.quantum) for item in value]
-    return quantize(value, spec.quantum)
+        quantum = spec.quantum
+        sent = value if quantum is None else [quantize(i, quantum) for i in value]
+        return [_clamp_number(spec, item) for item in value], sent
+    return value, value
 
 
 def check_fields(
@@ -115,24 +117,24 @@ def check_fields(
     """Check and convert ``fields`` by the zone's schema (clamps, no speed)."""
     checked = Checked()
     specs = schema.fields
+    values = checked.values
     for name, value in fields.items():
         spec = specs.get(name)
-        pointer = f"{path}/{_escape(name)}"
         if spec is None:
-            checked.errors.append({"path": pointer, "message": "unknown field"})
-            continue
-        problem = _problem(spec, value)
-        if problem is not None:
-            checked.errors.append({"path": pointer, "message": problem})
-            continue
-        stored = store_value(spec, value)
-        if _too_large(stored):
-            # Quantizing can round a value at the limit past it.
-            checked.errors.append({"path": pointer, "message": OUT_OF_RANGE})
-            continue
-        checked.values[name] = stored
-        if stored != as_sent(spec, value):
-            checked.corrected[name] = stored
+            problem = "unknown field"
+        else:
+            problem = _problem(spec, value)
+            if problem is None:
+                stored, sent = stored_and_sent(spec, value)
+                if not _too_large(stored):
+                    values[name] = stored
+                    if stored != sent:
+                        checked.corrected[name] = stored
+                    continue
+                # Quantizing can round a value at the limit past it.
+                problem = OUT_OF_RANGE
+        pointer = f"{path}/{_escape(name)}"
+        checked.errors.append({"path": pointer, "message": problem})
     if not checked.errors and schema.bounds_min is not None:
         _clamp_to_bounds(schema, checked)
     return checked
