@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from rtgateway.config_fields import (
     Invalid,
+    convert,
     key,
     matching,
     non_negative,
@@ -41,6 +42,7 @@ from rtgateway.config_fields import (
 )
 from rtgateway.config_topics import EventConfig, TopicConfig, parse_events, parse_topics
 from rtgateway.config_zones import parse_zones
+from rtgateway.procedure_names import check_procedure
 from rtgateway.state.schema import ZoneSchema
 from rtgateway.wire.errors import RTGatewayError
 
@@ -156,6 +158,7 @@ class LimitsConfig:
     handshake_timeout_s: float = key(5.0, positive)
     close_timeout_s: float = key(1.0, positive)
     send_buffer_bytes: int = key(1048576, positive)
+    read_budget_ms: float = key(8.0, positive)
     max_subscriptions: int = key(200, positive)
 
 
@@ -207,6 +210,21 @@ class PresenceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ProceduresConfig:
+    """Routed procedures: how long a callee may take, how many calls may wait.
+
+    ``timeouts`` (``[procedures.timeouts]``) maps a procedure to a call
+    timeout of its own, for the few that are slow by nature.
+    """
+
+    call_timeout_s: float = key(10.0, positive)
+    max_in_flight: int = key(10000, positive)
+    timeouts: Mapping[str, float] = field(
+        default_factory=dict, metadata={"derived": True}
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     """Text for people at a terminal, JSON for log shippers."""
 
@@ -242,6 +260,7 @@ class Config:
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
+    procedures: ProceduresConfig = field(default_factory=ProceduresConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
@@ -314,10 +333,14 @@ def parse_config(
                     raise Invalid(name, "unknown key: keys belong in a [section]")
                 known = [*_SECTIONS, *_MAPS]
                 raise Invalid(name, "unknown section" + suggest(name, known))
+        raw = {name: data.get(name, {}) for name in _SECTIONS}
+        timeouts = _split_timeouts(raw)
         sections = {
-            name: section(kind, data.get(name, {}), name)
-            for name, kind in _SECTIONS.items()
+            name: section(kind, raw[name], name) for name, kind in _SECTIONS.items()
         }
+        sections["procedures"] = replace(
+            sections["procedures"], timeouts=_procedure_timeouts(timeouts)
+        )
         sections["auth"] = _resolve_auth(sections["auth"], base_dir, environ)
         presence = sections["presence"]
         if presence.zone_page_size > presence.zone_page_max:
@@ -330,6 +353,35 @@ def parse_config(
     except Invalid as error:
         raise ConfigError(source, error.key, error.problem) from None
     return Config(source=source, **sections)
+
+
+# -- procedures: the one table inside a fixed section
+
+
+def _split_timeouts(raw: dict[str, Any]) -> Any:
+    """Take ``[procedures.timeouts]`` out of its section, which has no map field."""
+    procedures = raw["procedures"]
+    if not isinstance(procedures, dict) or "timeouts" not in procedures:
+        return {}
+    raw["procedures"] = {k: v for k, v in procedures.items() if k != "timeouts"}
+    return procedures["timeouts"]
+
+
+def _procedure_timeouts(raw: Any) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise Invalid("procedures.timeouts", "expected a table of procedure = seconds")
+    timeouts = {}
+    for name, value in raw.items():
+        dotted = f"procedures.timeouts.{quote(name)}"
+        try:
+            check_procedure(name)
+        except RTGatewayError as error:
+            message = (
+                error.data["errors"][0]["message"] if error.data else error.message
+            )
+            raise Invalid(dotted, message) from None
+        timeouts[name] = convert(value, float, (positive,), dotted, False)
+    return timeouts
 
 
 # -- auth: the key material the configured algorithms need

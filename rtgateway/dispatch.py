@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -22,6 +22,7 @@ from rtgateway.wire.jsonrpc import (
     Incoming,
     InvalidEntry,
     Request,
+    Response,
     error_response,
     result_response,
 )
@@ -30,6 +31,8 @@ from rtgateway.wire.jsonrpc import (
 Admit = Callable[[], RTGatewayError | None]
 
 UNKNOWN_METHOD = "unknown"
+#: The label of responses a backend service sends to the gateway's requests.
+RESPONSE_LABEL = "response"
 
 
 class _MethodMetrics:
@@ -66,7 +69,8 @@ class Dispatcher:
             return self._answer_entry(caller, incoming.entries[0], admit)
         answers = [self._answer_entry(caller, e, admit) for e in incoming.entries]
         if any(isinstance(a, Deferred) for a in answers):
-            return gatherResults(answers).addCallback(_batch_document)
+            waits = [a if isinstance(a, Deferred) else succeed(a) for a in answers]
+            return gatherResults(waits).addCallback(_batch_document)
         return _batch_document(answers)
 
     def error_document(self, error: RTGatewayError) -> dict[str, Any]:
@@ -74,7 +78,12 @@ class Dispatcher:
         self._metrics_for(UNKNOWN_METHOD).messages_in.inc()
         return self._error(None, error, UNKNOWN_METHOD)
 
-    def _answer_entry(self, caller: Any, entry: Request | InvalidEntry, admit: Admit):
+    def _answer_entry(self, caller: Any, entry: Any, admit: Admit):
+        if isinstance(entry, Response):
+            # Answered by nothing; over the rate, the call it answers fails.
+            self._metrics_for(RESPONSE_LABEL).messages_in.inc()
+            self._router.respond(caller, entry, admit())
+            return None
         if isinstance(entry, InvalidEntry):
             self._metrics_for(UNKNOWN_METHOD).messages_in.inc()
             refusal = admit()

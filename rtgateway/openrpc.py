@@ -36,6 +36,18 @@ def method_descriptor(method: Method) -> dict[str, Any]:
     return descriptor
 
 
+def routed_descriptor(name: str) -> dict[str, Any]:
+    """A procedure a backend service provides: named, its schemas unknown here."""
+    return {
+        "name": name,
+        "summary": "Routed to a backend service.",
+        "paramStructure": "by-name",
+        "params": [],
+        "result": {"name": "result", "schema": {}},
+        "x-routed": True,
+    }
+
+
 def discover_document(
     methods: Iterable[Method], *, title: str, version: str, extensions: dict[str, Any]
 ) -> dict[str, Any]:

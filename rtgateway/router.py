@@ -5,6 +5,11 @@ schema and the roles allowed to call them. The router knows nothing of
 WebSockets or of the components themselves: it receives the calling
 connection as an :class:`rtgateway.interfaces.IConnection` and hands it to
 the handler.
+
+Methods nobody registered may still be routed procedures, which backend
+services register at run time (PROTOCOL.md section 8): a component that
+routes them installs itself with :meth:`Router.route_unknown`, and the
+responses that services send back reach it through :meth:`Router.respond`.
 """
 
 from __future__ import annotations
@@ -12,13 +17,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
 from rtgateway.schemas import CompiledSchema
-from rtgateway.wire.errors import Forbidden, MethodNotFound
-from rtgateway.wire.jsonrpc import Request
+from rtgateway.wire.errors import Forbidden, MethodNotFound, RTGatewayError
+from rtgateway.wire.jsonrpc import Request, Response
 
 #: ``handler(caller, params)`` returns a value, a Deferred or a coroutine.
 Handler = Callable[[Any, Any], Any]
@@ -28,6 +33,18 @@ EMPTY_OBJECT_SCHEMA: dict[str, Any] = {
     "properties": {},
     "additionalProperties": False,
 }
+
+
+class IRoutedCalls(Protocol):
+    """Who answers calls of unregistered methods and takes responses."""
+
+    def route(self, caller: Any, request: Request) -> Any:
+        """A Deferred of the result, or raise (-32601 when nothing is routed there)."""
+
+    def response(
+        self, caller: Any, response: Response, refusal: RTGatewayError | None
+    ) -> None:
+        """A response from ``caller``; ``refusal`` set when it was over its rate."""
 
 
 class RegistrationError(ValueError):
@@ -56,6 +73,7 @@ class Router:
 
     def __init__(self) -> None:
         self._methods: dict[str, Method] = {}
+        self._routed: IRoutedCalls | None = None
 
     def register(
         self,
@@ -93,6 +111,17 @@ class Router:
         """Forget a method (a component stopping)."""
         self._methods.pop(name, None)
 
+    def route_unknown(self, routed: IRoutedCalls | None) -> None:
+        """Hand calls of unregistered methods, and responses, to ``routed``."""
+        self._routed = routed
+
+    def respond(
+        self, caller: Any, response: Response, refusal: RTGatewayError | None
+    ) -> None:
+        """Deliver a response a connection sent; dropped when nothing routes."""
+        if self._routed is not None:
+            self._routed.response(caller, response, refusal)
+
     def lookup(self, name: str) -> Method | None:
         """The method registered under ``name``, if any."""
         return self._methods.get(name)
@@ -110,6 +139,8 @@ class Router:
         """
         method = self._methods.get(request.method)
         if method is None:
+            if self._routed is not None:
+                return self._routed.route(caller, request)
             raise MethodNotFound()
         if method.roles is not None and method.roles.isdisjoint(caller.principal.roles):
             raise Forbidden(

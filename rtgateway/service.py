@@ -32,6 +32,7 @@ from rtgateway.auth import Authenticator
 from rtgateway.backends import build_backends
 from rtgateway.broker import Broker
 from rtgateway.components.presence import PresenceComponent
+from rtgateway.components.procedures import ProceduresComponent
 from rtgateway.components.pubsub import PubSubComponent
 from rtgateway.components.sessions import SessionsComponent
 from rtgateway.components.state import StateComponent
@@ -171,7 +172,18 @@ class Gateway(MultiService):
             metrics=StateMetrics(self.metrics.registry),
             resume_window_s=config.session.resume_window_s,
         )
-        self.system = SystemComponent(self.router, self.events, reactor)
+        self.procedures = ProceduresComponent(
+            router=self.router,
+            broker=self.broker,
+            sessions=self.sessions,
+            registry=self.backends.procedures,
+            bus=self.backends.bus,
+            config=config,
+            clock=reactor,
+        )
+        self.system = SystemComponent(
+            self.router, self.events, reactor, routed=self.procedures
+        )
         self.factory = GatewayFactory(
             config=config,
             dispatcher=self.dispatcher,
@@ -202,6 +214,7 @@ class Gateway(MultiService):
             self.pubsub,
             self.presence,
             self.state,
+            self.procedures,
             self.system,
         ]
         children += [load_component(name, self) for name in config.components.extra]

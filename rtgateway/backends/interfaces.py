@@ -191,9 +191,34 @@ class IBackends(Interface):
     bus = Attribute("The :class:`IBus`.")
     presence = Attribute("The :class:`IPresenceStore`.")
     state = Attribute("The :class:`IStateStore`.")
+    procedures = Attribute("The :class:`IProcedureRegistry`.")
 
     def ready():
         """True while every backend can serve calls (for /readyz)."""
+
+
+class IProcedureRegistry(Interface):
+    """Which gateways hold callees of each routed procedure (PROTOCOL.md 8).
+
+    An entry is one (procedure, gateway) pair with its own expiry: the
+    gateway renews it well within ``ttl_ms`` for as long as it has a callee
+    of the procedure, so the entries of a gateway that died are gone
+    ``ttl_ms`` after its last renewal at the latest, and those of one that
+    stalled come back with its next renewal. Expiry is measured on one clock
+    for the whole cluster (the Redis server's), never the gateways' own.
+    """
+
+    def advertise(procedures, gateway_id, ttl_ms):
+        """Create or renew the gateway's entry for each procedure; fires with None."""
+
+    def withdraw(procedure, gateway_id):
+        """Drop the gateway's entry for ``procedure`` now; fires with None."""
+
+    def gateways(procedure):
+        """Fires with the sorted ids of the gateways whose entry is live."""
+
+    def procedures():
+        """Fires with the sorted names that have at least one live entry."""
 
 
 @dataclass(frozen=True, slots=True)

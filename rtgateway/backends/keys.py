@@ -24,3 +24,8 @@ def gateway_channel(gateway_id: str) -> str:
 def zone_channel(zone: str) -> str:
     """The bus channel of a state zone's entity changes (see :mod:`.zonefeed`)."""
     return f"{PREFIX}.z.{zone}"
+
+
+def call_channel(gateway_id: str) -> str:
+    """The bus channel of routed calls to a gateway, and of answers to its calls."""
+    return f"{PREFIX}.call.{gateway_id}"

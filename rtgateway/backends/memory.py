@@ -31,6 +31,7 @@ from rtgateway.backends.interfaces import (
 )
 from rtgateway.backends.keys import topic_channel
 from rtgateway.backends.memory_presence import MemoryPresenceStore, PresenceHub
+from rtgateway.backends.memory_procedures import MemoryProcedureRegistry, ProcedureHub
 from rtgateway.backends.memory_state import MemoryStateStore, StateHub
 
 
@@ -64,6 +65,7 @@ class MemoryHub:
         self.channels: dict[str, set[MemoryBus]] = {}
         self.presence = PresenceHub()
         self.state = StateHub()
+        self.procedures = ProcedureHub()
 
 
 @implementer(IBus)
@@ -280,7 +282,7 @@ class MemorySessionStore:
 
 @implementer(IBackends)
 class MemoryBackends(Service):
-    """The memory session store, history, bus, presence and state of one gateway."""
+    """The memory sessions, history, bus, presence, state and procedures."""
 
     name = "backends"
 
@@ -291,6 +293,7 @@ class MemoryBackends(Service):
         self.sessions = MemorySessionStore(self.hub, clock)
         self.presence = MemoryPresenceStore(self.hub.presence, clock)
         self.state = MemoryStateStore(self.hub.state, self.bus)
+        self.procedures = MemoryProcedureRegistry(self.hub.procedures, clock)
 
     def ready(self) -> bool:
         return True

@@ -2,7 +2,10 @@
 
 OpenRPC has no notion of server-pushed events, so the registered event
 types are listed in the document's ``x-events`` extension, each with its
-version, delivery, priority and the JSON Schema of its data.
+version, delivery, priority and the JSON Schema of its data. Procedures
+that backend services registered anywhere in the cluster are listed among
+the methods, marked ``x-routed``: the gateway knows their names, not their
+schemas, so their params and result are open.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 import rtgateway
 from rtgateway.events import EventRegistry
-from rtgateway.openrpc import discover_document
+from rtgateway.openrpc import discover_document, routed_descriptor
 from rtgateway.router import Router
+from rtgateway.wire.errors import Unavailable
 
 SERVER_TIME_RESULT = {
     "type": "object",
@@ -29,10 +34,19 @@ class SystemComponent(Service):
 
     name = "system"
 
-    def __init__(self, router: Router, events: EventRegistry, clock: IReactorTime):
+    log = Logger()
+
+    def __init__(
+        self,
+        router: Router,
+        events: EventRegistry,
+        clock: IReactorTime,
+        routed: Any = None,
+    ):
         self._router = router
         self._events = events
         self._clock = clock
+        self._routed = routed
 
     def startService(self) -> None:
         super().startService()
@@ -57,8 +71,16 @@ class SystemComponent(Service):
     def ping(self, caller: Any, params: dict[str, Any]) -> dict[str, int]:
         return {"server_time_ms": int(self._clock.seconds() * 1000)}
 
-    def discover(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
-        return discover_document(
+    async def discover(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
+        routed: list[dict[str, Any]] = []
+        if self._routed is not None:
+            try:
+                names = await self._routed.names()
+            except Unavailable:
+                self.log.warn("the procedure registry is unavailable; listing ours")
+                names = self._routed.procedures()
+            routed = [routed_descriptor(name) for name in names]
+        document = discover_document(
             self._router,
             title="rtgateway",
             version=rtgateway.__version__,
@@ -67,3 +89,5 @@ class SystemComponent(Service):
                 "x-events": [event.describe() for event in self._events],
             },
         )
+        document["methods"] += routed
+        return document

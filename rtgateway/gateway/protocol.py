@@ -106,6 +106,14 @@ class GatewayProtocol(WebSocketServerProtocol):
                 setattr(self, name, getattr(factory, name))
         super()._connectionMade()
 
+    def dataReceived(self, data: bytes) -> None:
+        """Autobahn's, within the reactor turn's input budget.
+
+        See :mod:`rtgateway.gateway.readbudget`: past it, the bytes wait
+        (the transport paused) for the next turn, after the timers due.
+        """
+        self.factory.read_budget.receive(self, data, super().dataReceived)
+
     def onFrameBegin(self) -> None:
         self._mask_offset = 0
         super().onFrameBegin()
@@ -207,7 +215,10 @@ class GatewayProtocol(WebSocketServerProtocol):
         self._heartbeat.activity()
         try:
             incoming = decode_incoming(
-                self.codec, payload, max_batch=factory.config.limits.max_batch
+                self.codec,
+                payload,
+                max_batch=factory.config.limits.max_batch,
+                responses=self.is_service,
             )
         except RTGatewayError as error:
             self.messages_in += 1
@@ -297,6 +308,11 @@ class GatewayProtocol(WebSocketServerProtocol):
             self._write(frame_header(len(payload), self.codec.BINARY) + payload)
         else:
             self._unbounded(self.sendMessage, payload, self.codec.BINARY)
+
+    @property
+    def is_service(self) -> bool:
+        """A backend service: the gateway sends it requests, it sends responses."""
+        return self.principal.has_role("service")
 
     @property
     def writable(self) -> bool:
@@ -459,6 +475,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         return closecodes.ABNORMAL
 
     def connectionLost(self, reason: Any) -> None:
+        self.factory.read_budget.forget(self)
         super().connectionLost(reason)
         if self._heartbeat is not None:
             self._heartbeat.stop()

@@ -6,6 +6,12 @@ oversized batch) raises :class:`InvalidRequest`; an entry that is not a valid
 request becomes an :class:`InvalidEntry`, answered with its own error and
 the id it carried when that id was valid, else null.
 
+Connections the gateway sends requests to (backend services, PROTOCOL.md
+section 8) answer them with responses: parsed with ``responses=True``, an
+object that has no ``method`` but a ``result`` or an ``error`` member is a
+:class:`Response`, well-formed or not; everywhere else it stays an invalid
+request, as the specification has it.
+
 Errors keep the specification's message ("Invalid Request"), so that
 responses match its examples exactly; the rule that was broken is a note on
 the exception, for the server's log.
@@ -65,23 +71,46 @@ class InvalidEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Response:
+    """A peer's answer to a request the gateway sent it.
+
+    ``error`` is the error object exactly as sent (None for a result). A
+    response that breaks the specification (both or neither of ``result``
+    and ``error``, a malformed error object, a wrong ``jsonrpc``) has
+    ``malformed`` set; its ``id`` is still whatever it carried, so that the
+    call it answers can be failed rather than left to time out.
+    """
+
+    id: Any
+    result: Any = None
+    error: dict[str, Any] | None = None
+    malformed: bool = False
+
+
+Entry: TypeAlias = Request | InvalidEntry | Response
+
+
+@dataclass(frozen=True, slots=True)
 class Incoming:
     """One parsed document: a single entry, or the entries of a batch in order."""
 
-    entries: tuple[Request | InvalidEntry, ...]
+    entries: tuple[Entry, ...]
     is_batch: bool
 
 
-def decode_incoming(codec: Codec, data: bytes, *, max_batch: int) -> Incoming:
+def decode_incoming(
+    codec: Codec, data: bytes, *, max_batch: int, responses: bool = False
+) -> Incoming:
     """Parse one frame; raises ParseError or InvalidRequest only."""
-    return parse_document(codec.decode(data), max_batch=max_batch)
+    return parse_document(codec.decode(data), max_batch=max_batch, responses=responses)
 
 
-def parse_document(value: Any, *, max_batch: int) -> Incoming:
+def parse_document(value: Any, *, max_batch: int, responses: bool = False) -> Incoming:
     """Validate a decoded document; raises InvalidRequest only."""
+    parse = _parse_entry_or_response if responses else _parse_entry
     kind = type(value)
     if kind is dict:
-        return Incoming((_parse_entry(value),), False)
+        return Incoming((parse(value),), False)
     if kind is not list:
         raise _invalid_request("not an object or an array")
     if not value:
@@ -90,7 +119,44 @@ def parse_document(value: Any, *, max_batch: int) -> Incoming:
         raise _invalid_request(
             f"batch of more than {max_batch} entries", {"max_batch": max_batch}
         )
-    return Incoming(tuple([_parse_entry(entry) for entry in value]), True)
+    return Incoming(tuple([parse(entry) for entry in value]), True)
+
+
+def _parse_entry_or_response(entry: Any) -> Entry:
+    if (
+        type(entry) is dict
+        and "method" not in entry
+        and ("result" in entry or "error" in entry)
+    ):
+        return parse_response(entry)
+    return _parse_entry(entry)
+
+
+def parse_response(entry: dict[str, Any]) -> Response:
+    """A response object as a :class:`Response` (``malformed`` when it is not one)."""
+    request_id = entry.get("id")
+    has_result, error = "result" in entry, entry.get("error")
+    well_formed = (
+        entry.get("jsonrpc") == _VERSION
+        and "id" in entry
+        and type(request_id) in _ID_TYPES
+        and has_result != ("error" in entry)
+        and (has_result or _is_error_object(error))
+    )
+    if not well_formed:
+        return Response(request_id, malformed=True)
+    if has_result:
+        return Response(request_id, result=entry["result"])
+    return Response(request_id, error=error)
+
+
+def _is_error_object(error: Any) -> bool:
+    """Section 5.1: an object with an integer ``code`` and a string ``message``."""
+    return (
+        type(error) is dict
+        and type(error.get("code")) is int
+        and type(error.get("message")) is str
+    )
 
 
 def _parse_entry(entry: Any) -> Request | InvalidEntry:

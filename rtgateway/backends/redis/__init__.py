@@ -16,7 +16,9 @@ need the session and its digest on one server (true of one Redis, or of
 client-side sharding that places digest keys with their sessions). The
 presence scripts cross player, gateway and zone keys: they need one Redis
 (see :mod:`.presence` for what sharding them would take). The state scripts
-touch the keys of one zone, all tagged by it (see :mod:`.state`).
+touch the keys of one zone, all tagged by it (see :mod:`.state`). The
+procedure scripts touch one procedure's key and the cluster-wide index of
+names (see :mod:`.procedures`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from rtgateway.backends.redis.bus import RedisBus
 from rtgateway.backends.redis.client import RedisClient
 from rtgateway.backends.redis.history import RedisHistory
 from rtgateway.backends.redis.presence import RedisPresenceStore
+from rtgateway.backends.redis.procedures import RedisProcedureRegistry
 from rtgateway.backends.redis.sessions import RedisSessionStore
 from rtgateway.backends.redis.state import RedisStateStore
 from rtgateway.backends.redis.target import RedisTarget, parse_redis_url
@@ -71,6 +74,7 @@ class RedisBackends(Service):
         self.history = RedisHistory(self.client)
         self.presence = RedisPresenceStore(self.client)
         self.state = RedisStateStore(self.client)
+        self.procedures = RedisProcedureRegistry(self.client)
         self.bus = RedisBus(
             self._target, self.client, timeout, clock, f"rtgw:{gateway_id}:bus"
         )

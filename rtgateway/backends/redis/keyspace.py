@@ -113,3 +113,16 @@ def state_entity_prefix(zone: str) -> str:
 def state_entity_key(zone: str, entity_id: str) -> str:
     """The hash of one entity: ``_v`` its version, ``f:<name>`` each field (JSON)."""
     return state_entity_prefix(zone) + entity_id
+
+
+# -- routed procedures (see :mod:`.procedures`) -------------------------------
+
+#: The sorted set of every advertised procedure name, scored by when its
+#: last entry runs out: the one cluster-wide key of the registry, read only
+#: by ``rpc.discover``.
+PROCEDURE_NAMES_KEY = f"{PREFIX}:rpc:names"
+
+
+def procedure_key(procedure: str) -> str:
+    """The sorted set of the gateways with a callee, scored by expiry (ms)."""
+    return f"{PREFIX}:rpc:{{{procedure}}}"

@@ -1,0 +1,397 @@
+"""Routed procedures: players call methods that backend services provide.
+
+A connection with the ``service`` role registers a procedure with
+``rpc.register``; a player's call of it is sent to one callee as a JSON-RPC
+request from the gateway, its params gaining ``_caller``, and the callee's
+response goes back to the player (PROTOCOL.md section 8). Callees on this
+gateway are used first, in turn (round robin); without one, the call goes
+over the bus to another gateway that has one, found in the backend's
+procedure registry, again in turn.
+
+Each gateway renews its registry entries every third of the liveness TTL
+(``presence.gateway_ttl_s``, the one its presence heartbeat uses), so a
+gateway that dies loses its entries within that TTL; in the same loop it
+checks the gateways its calls in flight wait on, and fails with -32005 the
+calls of a gateway that no longer has an entry (it died). Calls to other
+gateways travel on the callee gateway's call channel and their answers on
+the caller's (:func:`call_channel`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import orjson
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rtgateway.backends.interfaces import IBus, IProcedureRegistry
+from rtgateway.backends.keys import call_channel
+from rtgateway.broker import Broker
+from rtgateway.components.routed_calls import CalleeError, CallTable
+from rtgateway.components.sessions import SessionsComponent
+from rtgateway.procedure_names import check_procedure, is_routable
+from rtgateway.router import Router
+from rtgateway.topics import topic_error
+from rtgateway.wire.errors import (
+    InternalError,
+    InvalidParams,
+    MethodNotFound,
+    RTGatewayError,
+    Unavailable,
+)
+from rtgateway.wire.jsonrpc import Request, Response, request
+
+PROCEDURE_PARAMS = {
+    "type": "object",
+    "properties": {"procedure": {"type": "string", "minLength": 1, "maxLength": 255}},
+    "required": ["procedure"],
+    "additionalProperties": False,
+}
+EMPTY_RESULT = {"type": "object", "additionalProperties": False}
+METHODS = ("rpc.register", "rpc.unregister")
+
+
+class ProceduresComponent(Service):
+    """Registrations of this gateway's callees and the calls routed to them."""
+
+    name = "procedures"
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        broker: Broker,
+        sessions: SessionsComponent,
+        registry: IProcedureRegistry,
+        bus: IBus,
+        config: Any,
+        clock: IReactorTime,
+    ) -> None:
+        self._router = router
+        self._broker = broker
+        self._registry = registry
+        self._bus = bus
+        self._settings = config.procedures
+        self._ttl_s = config.presence.gateway_ttl_s
+        self._gateway_id = config.gateway.id
+        self._clock = clock
+        #: procedure -> local callees in registration order, and the next turn.
+        self._callees: dict[str, list[Any]] = {}
+        self._turns: dict[str, int] = {}
+        self._remote_turns: dict[str, int] = {}
+        limit = self._settings.max_in_flight
+        self._local = CallTable(clock, limit)
+        self._remote = CallTable(clock, limit)
+        self._ids = itertools.count(1)
+        self._renewal = LoopingCall(self._renew)
+        self._renewal.clock = clock
+        sessions.add_listener(self)
+
+    # -- service ---------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        register = self._router.register
+        register(
+            "rpc.register",
+            self.register,
+            params=PROCEDURE_PARAMS,
+            result=EMPTY_RESULT,
+            roles=["service"],
+            summary="Receive players' calls of a procedure (backend services).",
+        )
+        register(
+            "rpc.unregister",
+            self.unregister,
+            params=PROCEDURE_PARAMS,
+            result=EMPTY_RESULT,
+            roles=["service"],
+            summary="Stop receiving calls of a procedure.",
+        )
+        self._router.route_unknown(self)
+        own = call_channel(self._gateway_id)
+        self._broker.add_channel_handler(own, self._bus_message)
+        self._bus.subscribe(own).addErrback(self._log_failure, "joining " + own)
+        self._renewal.start(self._ttl_s / 3, now=False).addErrback(
+            self._log_failure, "the procedure renewal loop"
+        )
+
+    def stopService(self) -> None:
+        for name in METHODS:
+            self._router.unregister(name)
+        self._router.route_unknown(None)
+        if self._renewal.running:
+            self._renewal.stop()
+        gone = Unavailable("the gateway is stopping")
+        self._local.fail_all(gone)
+        self._remote.fail_all(gone)
+        for procedure in list(self._callees):
+            self._withdraw(procedure)
+        self._callees.clear()
+        self._broker.remove_channel_handler(call_channel(self._gateway_id))
+        super().stopService()
+
+    # -- registration ----------------------------------------------------------
+
+    async def register(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
+        procedure = params["procedure"]
+        check_procedure(procedure, self._taken())
+        callees = self._callees.setdefault(procedure, [])
+        if caller not in callees:
+            callees.append(caller)
+        if len(callees) == 1:
+            ttl_ms = int(self._ttl_s * 1000)
+            try:
+                await self._registry.advertise([procedure], self._gateway_id, ttl_ms)
+            except Exception:
+                self._drop_callee(caller, procedure)
+                raise
+        self.log.info(
+            "{connection_id} registered {procedure}",
+            connection_id=caller.connection_id,
+            procedure=procedure,
+        )
+        return {}
+
+    async def unregister(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
+        procedure = params["procedure"]
+        if caller not in self._callees.get(procedure, ()):
+            raise topic_error("this connection has not registered it", "/procedure")
+        self._drop_callee(caller, procedure)
+        return {}
+
+    def procedures(self) -> list[str]:
+        """The procedures with a callee on this gateway."""
+        return sorted(self._callees)
+
+    def names(self) -> Deferred:
+        """Every procedure registered in the cluster (for ``rpc.discover``)."""
+        return self._registry.procedures()
+
+    def _drop_callee(self, connection: Any, procedure: str) -> None:
+        callees = self._callees.get(procedure)
+        if callees is None or connection not in callees:
+            return
+        callees.remove(connection)
+        if not callees:
+            del self._callees[procedure]
+            self._turns.pop(procedure, None)
+            self._withdraw(procedure)
+
+    def _withdraw(self, procedure: str) -> None:
+        self._registry.withdraw(procedure, self._gateway_id).addErrback(
+            self._log_failure, "withdrawing " + procedure
+        )
+
+    def _taken(self) -> set[str]:
+        """Namespaces of the methods other components registered."""
+        return {method.name.split(".", 1)[0].lower() for method in self._router}
+
+    def connection_detached(self, local: Any) -> None:
+        """A callee that is gone fails its calls in flight (-32005)."""
+        connection = local.connection
+        for procedure in [p for p, c in self._callees.items() if connection in c]:
+            self._drop_callee(connection, procedure)
+        self._local.fail_owner(
+            connection.connection_id, Unavailable("the callee disconnected")
+        )
+
+    # -- calls from players ----------------------------------------------------
+
+    def route(self, caller: Any, call: Request) -> Any:
+        """Send a player's call to a callee; a Deferred of the callee's result."""
+        procedure = call.method
+        if not is_routable(procedure, self._taken()):
+            raise MethodNotFound()
+        params = call.params if call.params is not None else {}
+        if not isinstance(params, dict):
+            raise InvalidParams(
+                [{"path": "", "message": "a routed call takes params by name"}]
+            )
+        params = {**params, "_caller": _caller(caller)}
+        timeout_s = self._timeout(procedure)
+        if procedure in self._callees:
+            return self._call_local(procedure, params, timeout_s)
+        return Deferred.fromCoroutine(self._call_remote(procedure, params, timeout_s))
+
+    def _timeout(self, procedure: str) -> float:
+        return self._settings.timeouts.get(procedure, self._settings.call_timeout_s)
+
+    def _call_local(self, procedure: str, params: dict, timeout_s: float) -> Deferred:
+        """Invoke the next local callee; raises -32601 when there is none."""
+        callees = self._callees.get(procedure)
+        if not callees:
+            raise MethodNotFound()
+        turn = self._turns.get(procedure, 0) % len(callees)
+        self._turns[procedure] = turn + 1
+        callee = callees[turn]
+        call_id = next(self._ids)
+        try:
+            payload = callee.codec.encode(request(call_id, procedure, params))
+        except (TypeError, ValueError):
+            raise _not_relayable() from None
+        answer = self._local.add(call_id, callee.connection_id, procedure, timeout_s)
+        callee.send_payload(payload)
+        return answer
+
+    async def _call_remote(self, procedure: str, params: dict, timeout_s: float):
+        gateways = await self._registry.gateways(procedure)
+        gateways = [g for g in gateways if g != self._gateway_id]
+        if not gateways:
+            raise MethodNotFound()
+        turn = self._remote_turns.get(procedure, 0) % len(gateways)
+        self._remote_turns[procedure] = turn + 1
+        target = gateways[turn]
+        call_id = next(self._ids)
+        message = {
+            "op": "call",
+            "id": call_id,
+            "g": self._gateway_id,
+            "procedure": procedure,
+            "params": params,
+            "timeout_ms": int(timeout_s * 1000),
+        }
+        try:
+            body = orjson.dumps(message)
+        except TypeError:
+            raise _not_relayable() from None
+        answer = self._remote.add(call_id, target, procedure, timeout_s)
+        sent = self._bus.publish(call_channel(target), body)
+        sent.addErrback(lambda f: self._remote.fail(call_id, Unavailable()))
+        return await answer
+
+    # -- responses from callees ------------------------------------------------
+
+    def response(
+        self, caller: Any, response: Response, refusal: RTGatewayError | None
+    ) -> None:
+        """A callee answered; only the callee a call was sent to may answer it."""
+        call = self._local.get(response.id)
+        if call is None or call.owner != caller.connection_id:
+            self.log.debug(
+                "response {id!r} from {connection_id} answers no call",
+                id=response.id,
+                connection_id=caller.connection_id,
+            )
+            return
+        if refusal is not None:
+            self._local.fail(response.id, Unavailable("the callee is over its rate"))
+        elif response.malformed:
+            self.log.warn(
+                "{connection_id} sent a malformed response to {procedure}",
+                connection_id=caller.connection_id,
+                procedure=call.procedure,
+            )
+            self._local.fail(response.id, InternalError())
+        elif response.error is not None:
+            self._local.fail(response.id, CalleeError(response.error))
+        else:
+            self._local.resolve(response.id, response.result)
+
+    # -- the bus ---------------------------------------------------------------
+
+    def _bus_message(self, body: bytes) -> None:
+        try:
+            message = orjson.loads(body)
+            op = message["op"]
+            if op == "call":
+                self._answer_bus_call(message)
+            elif op == "result":
+                self._remote.resolve(message["id"], message["result"])
+            elif op == "error":
+                self._remote.fail(message["id"], CalleeError(message["error"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.log.warn("unreadable message on the call channel")
+
+    def _answer_bus_call(self, message: dict[str, Any]) -> None:
+        """Call a local callee for another gateway; answer on its channel."""
+        origin, origin_id = message["g"], message["id"]
+        try:
+            answer = self._call_local(
+                message["procedure"], message["params"], message["timeout_ms"] / 1000
+            )
+        except RTGatewayError as error:
+            self._send_error(origin, origin_id, error)
+            return
+        answer.addCallbacks(
+            lambda result: self._publish(
+                origin, {"op": "result", "id": origin_id, "result": result}
+            ),
+            lambda failure: self._send_error(origin, origin_id, self._error(failure)),
+        )
+
+    def _send_error(self, origin: str, origin_id: Any, error: RTGatewayError) -> None:
+        message = {"op": "error", "id": origin_id, "error": error.to_error_object()}
+        self._publish(origin, message)
+
+    def _publish(self, origin: str, message: dict[str, Any]) -> None:
+        try:
+            body = orjson.dumps(message)
+        except TypeError:  # a result JSON cannot carry (CBOR bytes)
+            error = InternalError().to_error_object()
+            body = orjson.dumps({"op": "error", "id": message["id"], "error": error})
+        self._bus.publish(call_channel(origin), body).addErrback(
+            self._log_failure, "answering a call of " + origin
+        )
+
+    def _error(self, failure: Any) -> RTGatewayError:
+        if isinstance(failure.value, RTGatewayError):
+            return failure.value
+        self.log.failure("a relayed call failed", failure=failure)
+        return InternalError()
+
+    # -- liveness ----------------------------------------------------------------
+
+    def _renew(self) -> Deferred:
+        """Renew this gateway's entries; fail the calls of gateways that died."""
+        return Deferred.fromCoroutine(self._renew_and_check())
+
+    async def _renew_and_check(self) -> None:
+        ttl_ms = int(self._ttl_s * 1000)
+        try:
+            if self._callees:
+                await self._registry.advertise(
+                    sorted(self._callees), self._gateway_id, ttl_ms
+                )
+            for gateway_id, procedures in self._remote.owners().items():
+                for procedure in procedures:
+                    if gateway_id not in await self._registry.gateways(procedure):
+                        self._remote.fail_owner(
+                            gateway_id,
+                            Unavailable("the callee's gateway is gone"),
+                            {procedure},
+                        )
+        except Exception:
+            self._log_failure(Failure(), "renewing the procedure registry")
+
+    def _log_failure(self, failure: Any, what: str) -> None:
+        if failure.check(Unavailable):
+            self.log.warn(what + " failed: the backend is unavailable")
+        else:
+            self.log.failure(what + " failed", failure=failure)
+
+
+def _caller(connection: Any) -> dict[str, Any]:
+    """Who is calling, as the callee sees it in ``params._caller``."""
+    return {
+        "player_id": connection.principal.player_id,
+        "session_id": connection.session_id,
+    }
+
+
+def _not_relayable() -> InvalidParams:
+    return InvalidParams(
+        [
+            {
+                "path": "",
+                "message": "params hold values the callee's encoding cannot carry",
+            }
+        ]
+    )
