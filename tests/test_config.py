@@ -164,6 +164,7 @@ def test_defaults() -> None:
     assert config.limits.max_connections_per_ip == 100
     assert config.limits.handshake_timeout_s == 5
     assert config.limits.send_buffer_bytes == 1048576
+    assert config.limits.read_budget_ms == 8
     assert (config.heartbeat.interval_s, config.heartbeat.timeout_s) == (15, 10)
     assert config.heartbeat.idle_timeout_s == 0
     assert config.session.resume_window_s == 120
@@ -331,6 +332,7 @@ POSITIVE = [
         "handshake_timeout_s",
         "close_timeout_s",
         "send_buffer_bytes",
+        "read_budget_ms",
     )
 ] + [("heartbeat", "interval_s"), ("heartbeat", "timeout_s")]
 

@@ -8,6 +8,7 @@ a 60 Hz zone while its neighbour's tick-to-client latency is measured.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import statistics
@@ -235,6 +236,80 @@ def test_a_client_that_never_reads_does_not_slow_its_neighbours(gateway):
         watcher.close()
 
 
+FLOODERS = 30
+FLOOD_INPUTS = 4000
+
+
+def test_ticks_keep_their_rate_while_clients_send_more_than_it_can_take(tmp_path):
+    """Thirty sockets each write 4,000 inputs at once, far more than a turn of
+    the reactor can process: the zone's deltas keep reaching a watcher every
+    few ticks, not once per turn of a second or more."""
+    unlimited = {"rate_per_second": 10**9, "rate_burst": 10**9}
+    settings = {**SETTINGS, "limits": {**unlimited, "abuse_rejections": 10**9}}
+    process = GatewayProcess(tmp_path, settings).start()
+    watcher = StateClient(process.url, "watcher")
+    flooders = []
+    try:
+        watcher.call("state.join", {"zone": "arena", "fields": {"x": 0.0, "y": 0.0}})
+        for index in range(FLOODERS):
+            sock = socket.create_connection(("127.0.0.1", process.port))
+            _handshake(sock, process.port, token_for(TOKENS, f"flood{index}"))
+            join = {"zone": "arena", "fields": {"x": 1.0, "y": float(index)}}
+            _send_text(sock, json.dumps(_request("state.join", join)))
+            flooders.append(sock)
+        watcher.wait_for(lambda: len(watcher.mirror.entities) == FLOODERS + 1)
+        blobs = [
+            b"".join(
+                _text_frame(json.dumps(_input(seq, x=1.0 + seq * 0.0001)))
+                for seq in range(1, FLOOD_INPUTS + 1)
+            )
+            for _ in flooders
+        ]
+        seen = len(watcher.seen)
+        senders = [
+            threading.Thread(target=sock.sendall, args=(blob,), daemon=True)
+            for sock, blob in zip(flooders, blobs, strict=True)
+        ]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(timeout=60)
+        watcher.wait_for(
+            lambda: all(
+                watcher.mirror.entities[f"player.flood{i}"][1]["x"] == 1.4
+                for i in range(FLOODERS)
+            ),
+            timeout=60,
+        )
+        with watcher._lock:
+            flood = [m for m in watcher.seen[seen:] if m["method"] == "state.delta"]
+        ticks = [m["params"]["tick"] for m in flood]
+        stamps = [m["params"]["ts"] for m in flood]
+        gaps = [b - a for a, b in itertools.pairwise(stamps)]
+        # 120,000 inputs took seconds to process; meanwhile ticks went on.
+        assert len(flood) > 30, len(flood)
+        assert statistics.median(gaps) < 50, sorted(gaps)[-10:]
+        assert max(gaps) < 500, sorted(gaps)[-10:]
+        assert ticks == sorted(ticks)
+    finally:
+        for sock in flooders:
+            sock.close()
+        watcher.close()
+        process.stop()
+
+
+def _request(method: str, params: dict) -> dict:
+    return {"jsonrpc": "2.0", "method": method, "params": params, "id": 1}
+
+
+def _input(seq: int, **fields) -> dict:
+    return {
+        "jsonrpc": "2.0",
+        "method": "state.update",
+        "params": {"fields": fields, "input_seq": seq},
+    }
+
+
 def _handshake(sock: socket.socket, port: int, token: str) -> None:
     request = (
         f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -249,6 +324,11 @@ def _handshake(sock: socket.socket, port: int, token: str) -> None:
 
 
 def _send_text(sock: socket.socket, text: str) -> None:
+    sock.sendall(_text_frame(text))
+
+
+def _text_frame(text: str) -> bytes:
+    """A masked client text frame (payloads under 64 KiB)."""
     payload = text.encode()
     mask = b"\x01\x02\x03\x04"
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
@@ -258,7 +338,7 @@ def _send_text(sock: socket.socket, text: str) -> None:
         if length < 126
         else bytes([0x81, 0xFE]) + length.to_bytes(2, "big")
     )
-    sock.sendall(header + mask + masked)
+    return header + mask + masked
 
 
 @pytest.fixture(scope="module")

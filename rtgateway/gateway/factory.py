@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from rtgateway.dispatch import Dispatcher
 from rtgateway.gateway.outbox import Outboxes
 from rtgateway.gateway.protocol import GatewayProtocol
+from rtgateway.gateway.readbudget import ReadBudget
 from rtgateway.metrics import GatewayMetrics
 from rtgateway.wire import closecodes
 
@@ -60,6 +61,8 @@ class GatewayFactory(WebSocketServerFactory):
         self.clock = clock
         #: Connections' frames, sent once per turn of the reactor.
         self.outboxes = Outboxes(clock)
+        #: Input processed per turn of the reactor, shared by connections.
+        self.read_budget = ReadBudget(clock, config.limits.read_budget_ms / 1000)
         self._ready = ready
         self.connections: set[GatewayProtocol] = set()
         self._per_host: Counter[str] = Counter()

@@ -220,10 +220,15 @@ class MemoryGateway:
         Frames waiting for the reactor's next turn are sent first, as
         that turn would (see :mod:`rtgateway.gateway.outbox`).
         """
-        outboxes = self.gateway.factory.outboxes
+        factory = self.gateway.factory
+        outboxes = factory.outboxes
         moved = True
         while moved:
-            moved = outboxes.pending
+            if factory.read_budget.waiting:
+                # A slow turn left input for the next one (a zero delay call,
+                # which a real reactor runs on its next turn).
+                self.clock.advance(0)
+            moved = outboxes.pending or factory.read_budget.waiting
             outboxes.send_all()
             for pump in self.pumps:
                 moved = pump.pump() or moved
