@@ -561,3 +561,9 @@ HANDLERS = {
 }
 
 HANDLERS |= STATE_HANDLERS
+
+# The soak's commands live in bench.soak_load, as the state scenario's live
+# in bench.state_load.
+from bench.soak_load import HANDLERS as SOAK_HANDLERS  # noqa: E402
+
+HANDLERS |= SOAK_HANDLERS

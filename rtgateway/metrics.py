@@ -19,6 +19,7 @@ prometheus_client's ``Counter`` and ``Histogram`` would expose.
 
 from __future__ import annotations
 
+import sys
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
@@ -190,6 +191,24 @@ class FastHistogram:
         )
 
 
+def reactor_delayed_calls() -> float:
+    """Calls waiting on the installed reactor's timers, counted now.
+
+    Every heartbeat, timeout, resume window and tick of the gateway is a
+    delayed call; their number follows the connections and sessions, and
+    one that grows while they do not is a timer that is never cancelled.
+    Read at scrape time from ``getDelayedCalls()``, on the reactor's
+    thread, like every scrape (see the module's docstring). The reactor is
+    looked up, not imported: importing ``twisted.internet.reactor`` would
+    install one in a process that has none (a test reading a registry),
+    and such a process has no delayed calls.
+    """
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None:
+        return 0.0
+    return float(len(reactor.getDelayedCalls()))
+
+
 class GatewayMetrics:
     """Every collector the gateway layer updates, all prefixed ``rtgateway_``."""
 
@@ -295,6 +314,12 @@ class GatewayMetrics:
             "Gaps in a topic's event stream filled from history.",
             registry=r,
         )
+        self.reactor_delayed_calls = Gauge(
+            "rtgateway_reactor_delayed_calls",
+            "Delayed calls (timers) pending on the reactor, counted at scrape.",
+            registry=r,
+        )
+        self.reactor_delayed_calls.set_function(reactor_delayed_calls)
 
 
 #: Tick durations: a 60 Hz tick has 16.7 ms.

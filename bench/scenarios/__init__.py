@@ -21,6 +21,7 @@ SCENARIOS = {
     "resume": "bench.scenarios.resume",
     "presence": "bench.scenarios.presence",
     "state": "bench.scenarios.state",
+    "soak": "bench.scenarios.soak",
 }
 
 
