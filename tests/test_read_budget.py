@@ -113,6 +113,29 @@ def test_a_timer_due_runs_between_turns_however_many_connections_send():
     assert min(len(c.received) for c in connections) >= 2  # nobody starves
 
 
+def test_a_turn_reads_as_long_as_the_rest_of_the_last_one_took():
+    """Timers that take 20 ms a turn leave input 20 ms, not the 8 ms floor:
+    under overload the two share the process, neither starves."""
+    clock, now, budget = budget_of(0.008)
+    connections = [Connection(f"c{i}", now, 0.002) for i in range(40)]
+
+    def timers():
+        now[0] += 0.020  # a zone's tick and the sends after it
+        clock.callLater(1 / 60, timers)
+
+    clock.callLater(1 / 60, timers)
+    served = []
+    for _ in range(30):
+        before = sum(len(c.received) for c in connections)
+        for connection in connections:
+            if connection.transport.reading:
+                budget.receive(connection, b"x", connection.process)
+        clock.advance(1 / 60)
+        served.append(sum(len(c.received) for c in connections) - before)
+    # 20 ms of input per turn at 2 ms a read, once the first turn has run.
+    assert all(9 <= count <= 12 for count in served[2:]), served
+
+
 def test_a_connection_gone_while_waiting_is_forgotten():
     """What a closed connection had waiting is dropped, not processed."""
     clock, now, budget = budget_of(0.001)
