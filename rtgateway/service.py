@@ -30,20 +30,20 @@ from twisted.logger import (
 from rtgateway.analytics import SessionAnalytics
 from rtgateway.auth import Authenticator
 from rtgateway.backends import build_backends
-from rtgateway.broker import Broker
 from rtgateway.components.presence import PresenceComponent
 from rtgateway.components.procedures import ProceduresComponent
 from rtgateway.components.pubsub import PubSubComponent
 from rtgateway.components.sessions import SessionsComponent
 from rtgateway.components.state import StateComponent
 from rtgateway.components.system import SystemComponent
-from rtgateway.dispatch import Dispatcher
-from rtgateway.events import EventRegistry
 from rtgateway.gateway.factory import GatewayFactory
 from rtgateway.gateway.upgrade import UpgradeResource
 from rtgateway.metrics import GatewayMetrics, StateMetrics
-from rtgateway.router import Router
-from rtgateway.topics import TopicPolicy
+from rtgateway.routing.broker import Broker
+from rtgateway.routing.dispatch import Dispatcher
+from rtgateway.routing.events import EventRegistry
+from rtgateway.routing.router import Router
+from rtgateway.routing.topics import TopicPolicy
 from rtgateway.web.health import HealthResource, MetricsResource, ReadyResource
 from rtgateway.web.site import build_site
 

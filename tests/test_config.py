@@ -109,7 +109,7 @@ def test_shipped_config_mentions_every_key() -> None:
 
 def test_shipped_config_shows_every_topic_and_event_key() -> None:
     """The shipped file shows a namespace and event types with every key."""
-    from rtgateway.config_topics import EventConfig, TopicConfig
+    from rtgateway.config.topics import EventConfig, TopicConfig
 
     config = load_config(SHIPPED, environ={})
     text = SHIPPED.read_text()

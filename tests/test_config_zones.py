@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from rtgateway.config import Config, ConfigError, load_config, parse_config
-from rtgateway.config_zones import parse_zones
+from rtgateway.config.zones import parse_zones
 from rtgateway.state.schema import FieldSpec, ZoneSchema
 
 ROOT = Path(__file__).resolve().parent.parent

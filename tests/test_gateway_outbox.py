@@ -9,8 +9,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from rtgateway.fanout import SharedMessage
 from rtgateway.gateway.outbox import write_now
+from rtgateway.routing.fanout import SharedMessage
 from rtgateway.testing import MemoryGateway, make_config
 from rtgateway.wire.jsonrpc import notification
 

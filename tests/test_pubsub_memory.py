@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rtgateway.backends.memory import MemoryHub
-from rtgateway.fanout import SharedMessage
+from rtgateway.routing.fanout import SharedMessage
 from rtgateway.testing import MemoryGateway, make_config
 from rtgateway.wire.codecs import CBOR, JSON
 

@@ -508,7 +508,7 @@ def engine_phases(
 ) -> dict[str, float]:
     """Replay the same players and movement on the sans-io engine alone,
     every client writable: per-phase tick times, exact (perf_counter)."""
-    from rtgateway.config_zones import parse_zones
+    from rtgateway.config.zones import parse_zones
     from rtgateway.state.engine import ZoneEngine
 
     schema = parse_zones({ZONE: zone_table(aoi_radius=aoi)})[ZONE]

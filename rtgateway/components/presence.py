@@ -25,12 +25,12 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from rtgateway.backends.interfaces import IPresenceStore, PresenceChange, PresenceRecord
-from rtgateway.broker import Broker
 from rtgateway.components.sessions import SessionsComponent
-from rtgateway.config_topics import TopicConfig
-from rtgateway.events import EventRegistry
-from rtgateway.router import Router
-from rtgateway.topics import topic_error
+from rtgateway.config.topics import TopicConfig
+from rtgateway.routing.broker import Broker
+from rtgateway.routing.events import EventRegistry
+from rtgateway.routing.names import topic_error
+from rtgateway.routing.router import Router
 from rtgateway.wire.errors import NotFound, Unavailable
 
 PLAYER_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}

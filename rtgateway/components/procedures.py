@@ -32,12 +32,11 @@ from twisted.python.failure import Failure
 
 from rtgateway.backends.interfaces import IBus, IProcedureRegistry
 from rtgateway.backends.keys import call_channel
-from rtgateway.broker import Broker
 from rtgateway.components.routed_calls import CalleeError, CallTable
 from rtgateway.components.sessions import SessionsComponent
-from rtgateway.procedure_names import check_procedure, is_routable
-from rtgateway.router import Router
-from rtgateway.topics import topic_error
+from rtgateway.routing.broker import Broker
+from rtgateway.routing.names import check_procedure, is_routable, topic_error
+from rtgateway.routing.router import Router
 from rtgateway.wire.errors import (
     InternalError,
     InvalidParams,

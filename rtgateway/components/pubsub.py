@@ -13,10 +13,10 @@ from typing import Any
 from twisted.application.service import Service
 
 from rtgateway.backends.interfaces import ISessionStore, Position
-from rtgateway.broker import Broker
 from rtgateway.components.sessions import POSITION_SCHEMA, SessionsComponent
-from rtgateway.router import Router
-from rtgateway.topics import topic_error
+from rtgateway.routing.broker import Broker
+from rtgateway.routing.names import topic_error
+from rtgateway.routing.router import Router
 from rtgateway.wire.errors import NotFound
 
 TOPIC = {"type": "string", "minLength": 1, "maxLength": 255}

@@ -32,9 +32,9 @@ from rtgateway.analytics import SessionAnalytics
 from rtgateway.auth import AuthenticationFailed, Authenticator
 from rtgateway.backends.interfaces import IBackends, Position, SessionRecord
 from rtgateway.backends.keys import CONTROL_CHANNEL, gateway_channel
-from rtgateway.broker import Broker
 from rtgateway.interfaces import ISessionManager
-from rtgateway.router import Router
+from rtgateway.routing.broker import Broker
+from rtgateway.routing.router import Router
 from rtgateway.wire import closecodes
 from rtgateway.wire.errors import Forbidden, NotFound, Unavailable
 

@@ -17,9 +17,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 import rtgateway
-from rtgateway.events import EventRegistry
-from rtgateway.openrpc import discover_document, routed_descriptor
-from rtgateway.router import Router
+from rtgateway.routing.events import EventRegistry
+from rtgateway.routing.openrpc import discover_document, routed_descriptor
+from rtgateway.routing.router import Router
 from rtgateway.wire.errors import Unavailable
 
 SERVER_TIME_RESULT = {

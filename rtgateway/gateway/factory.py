@@ -21,21 +21,23 @@ from autobahn.websocket.compress import (
     PerMessageDeflateOfferAccept,
 )
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 
-from rtgateway.dispatch import Dispatcher
+from rtgateway.config import Config
 from rtgateway.gateway.outbox import Outboxes
 from rtgateway.gateway.protocol import GatewayProtocol
 from rtgateway.gateway.readbudget import ReadBudget
+from rtgateway.interfaces import ISessionManager
 from rtgateway.metrics import GatewayMetrics
+from rtgateway.routing.dispatch import Dispatcher
 from rtgateway.wire import closecodes
 
 
 class GatewayFactory(WebSocketServerFactory):
     """Builds :class:`GatewayProtocol` and keeps the books on connections."""
 
-    protocol = GatewayProtocol
+    protocol: type[GatewayProtocol] = GatewayProtocol
     # Autobahn's own ``log`` (txaio, level-gated) must stay: it logs raw
     # handshakes and frames at debug level, which must never reach output.
     _log = Logger()
@@ -44,9 +46,9 @@ class GatewayFactory(WebSocketServerFactory):
     def __init__(
         self,
         *,
-        config: Any,
+        config: Config,
         dispatcher: Dispatcher,
-        sessions: Any,
+        sessions: ISessionManager,
         metrics: GatewayMetrics,
         clock: IReactorTime,
         reactor: Any,
@@ -96,6 +98,12 @@ class GatewayFactory(WebSocketServerFactory):
         """
         super().setProtocolOptions(**options)
         self.protocol = GatewayProtocol.with_options(self)
+
+    def buildProtocol(self, addr: IAddress) -> GatewayProtocol:
+        """Twisted's: a connection of the factory's class, knowing its host."""
+        protocol = self.protocol()
+        protocol.factory = self
+        return protocol
 
     # -- admission -----------------------------------------------------------
 

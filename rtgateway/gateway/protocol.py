@@ -2,7 +2,7 @@
 
 The connection was authenticated and its codec chosen before the upgrade
 (:mod:`rtgateway.gateway.upgrade`); here it turns frames into router calls
-through the :class:`rtgateway.dispatch.Dispatcher`, enforces the
+through the :class:`rtgateway.routing.dispatch.Dispatcher`, enforces the
 per-connection limits (rate, frame type, send buffer, heartbeat, idle) and
 closes with the protocol's close codes.
 """
@@ -19,20 +19,20 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from rtgateway.fanout import SharedMessage
 from rtgateway.gateway.backpressure import SendBufferGuard
 from rtgateway.gateway.frames import frame_header, ping_frame, unmask
 from rtgateway.gateway.heartbeat import Heartbeat
+from rtgateway.gateway.host import ConnectionHost
 from rtgateway.gateway.outbox import write_now
 from rtgateway.interfaces import IConnection
 from rtgateway.ratelimit import AbuseDetector, TokenBucket
+from rtgateway.routing.fanout import SharedMessage
 from rtgateway.wire import closecodes
 from rtgateway.wire.errors import InternalError, RateLimited, RTGatewayError
 from rtgateway.wire.jsonrpc import decode_incoming, error_response, notification
 
 if TYPE_CHECKING:
     from rtgateway.auth import Principal
-    from rtgateway.gateway.factory import GatewayFactory
 
 from rtgateway.wire.codecs import Codec
 
@@ -48,7 +48,7 @@ class GatewayProtocol(WebSocketServerProtocol):
     # Autobahn's own ``log`` (txaio, level-gated) must stay: it logs raw
     # handshakes and frames at debug level, which must never reach output.
     _log = Logger()
-    factory: GatewayFactory
+    factory: ConnectionHost
     # Autobahn's _connectionMade copies each of CONFIG_ATTRS from the factory,
     # then pformats them all for a debug log that is never shown: a fifth of
     # the CPU of opening a connection. _connectionMade below copies them

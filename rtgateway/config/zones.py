@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 from typing import Any
 
-from rtgateway.config_fields import (
+from rtgateway.config.fields import (
     Invalid,
     convert,
     describe,

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from rtgateway.config_fields import (
+from rtgateway.config.fields import (
     Invalid,
     key,
     non_negative,
@@ -24,7 +24,7 @@ from rtgateway.config_fields import (
     positive,
     section,
 )
-from rtgateway.schemas import CompiledSchema, SchemaDefinitionError
+from rtgateway.routing.schemas import CompiledSchema, SchemaDefinitionError
 
 _PERMISSION = one_of("any", "self", "service", "none")
 NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from rtgateway.router import Method
+from rtgateway.routing.router import Method
 
 OPENRPC_VERSION = "1.3.2"
 

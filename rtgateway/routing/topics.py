@@ -9,38 +9,14 @@ this only answers "may this principal do this to this topic?".
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from rtgateway.config_topics import TopicConfig
-from rtgateway.wire.errors import Forbidden, InvalidParams
+from rtgateway.config.topics import TopicConfig
+from rtgateway.routing.names import split_topic, topic_error
+from rtgateway.wire.errors import Forbidden
 
-SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
-MAX_TOPIC_LENGTH = 255
-MAX_SEGMENTS = 8
 SERVICE_ROLE = "service"
-
-
-def topic_error(message: str, path: str = "/topic") -> InvalidParams:
-    """The -32602 a bad topic gets, pointing at the params member."""
-    return InvalidParams([{"path": path, "message": message}])
-
-
-def split_topic(topic: str, path: str = "/topic") -> list[str]:
-    """The topic's segments; -32602 unless it is a well-formed topic name."""
-    segments = topic.split(".")
-    if (
-        len(topic) > MAX_TOPIC_LENGTH
-        or len(segments) > MAX_SEGMENTS
-        or not all(SEGMENT.fullmatch(s) for s in segments)
-    ):
-        raise topic_error(
-            f"a topic is 1 to {MAX_SEGMENTS} dot-separated segments of letters, "
-            f"digits, _ or - (at most 64 each, {MAX_TOPIC_LENGTH} in all)",
-            path,
-        )
-    return segments
 
 
 class TopicPolicy:

@@ -1,4 +1,4 @@
-"""The gateway's configuration: one TOML file, checked into frozen objects.
+"""The configuration file read and checked into the frozen section objects.
 
 Everything is checked when the file is loaded, before anything listens, so a
 deploy with a bad file fails at once and says exactly where: every problem is
@@ -28,7 +28,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from rtgateway.config_fields import (
+from rtgateway.config.fields import (
     Invalid,
     convert,
     key,
@@ -40,9 +40,9 @@ from rtgateway.config_fields import (
     section,
     suggest,
 )
-from rtgateway.config_topics import EventConfig, TopicConfig, parse_events, parse_topics
-from rtgateway.config_zones import parse_zones
-from rtgateway.procedure_names import check_procedure
+from rtgateway.config.topics import EventConfig, TopicConfig, parse_events, parse_topics
+from rtgateway.config.zones import parse_zones
+from rtgateway.routing.names import check_procedure
 from rtgateway.state.schema import ZoneSchema
 from rtgateway.wire.errors import RTGatewayError
 

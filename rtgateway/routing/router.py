@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
-from rtgateway.schemas import CompiledSchema
+from rtgateway.routing.schemas import CompiledSchema
 from rtgateway.wire.errors import Forbidden, MethodNotFound, RTGatewayError
 from rtgateway.wire.jsonrpc import Request, Response
 

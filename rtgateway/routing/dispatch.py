@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rtgateway.metrics import GatewayMetrics
-from rtgateway.router import Router
+from rtgateway.routing.router import Router
 from rtgateway.wire.errors import InternalError, RTGatewayError
 from rtgateway.wire.jsonrpc import (
     Incoming,

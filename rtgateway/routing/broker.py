@@ -29,10 +29,11 @@ from zope.interface import implementer
 from rtgateway.backends.interfaces import IBus, IBusHandler, ITopicHistory, Position
 from rtgateway.backends.keys import topic_channel
 from rtgateway.backends.memory import envelope, open_envelope
-from rtgateway.events import EventRegistry, EventType
-from rtgateway.fanout import SharedMessage
 from rtgateway.metrics import GatewayMetrics
-from rtgateway.topics import TopicPolicy, topic_error
+from rtgateway.routing.events import EventRegistry, EventType
+from rtgateway.routing.fanout import SharedMessage
+from rtgateway.routing.names import topic_error
+from rtgateway.routing.topics import TopicPolicy
 from rtgateway.wire.errors import InvalidParams, Unavailable
 
 #: Seconds between attempts to fill a gap while the history is unreachable.

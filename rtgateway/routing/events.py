@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rtgateway.config_topics import EventConfig
-from rtgateway.schemas import CompiledSchema
+from rtgateway.config.topics import EventConfig
+from rtgateway.routing.schemas import CompiledSchema
 
 
 @dataclass(frozen=True, slots=True)
