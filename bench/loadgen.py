@@ -2,7 +2,7 @@
 
 Load runs in processes of its own, never in the server's, so that what the
 server's CPU figure counts is the server's work. A scenario builds one
-:class:`Plan` per process and drives them all in lock step through
+:class:`~bench.worker.Plan` per process and drives them all in lock step through
 :class:`LoadGenerators`: ``open`` the connections, then ``ping`` (a timed
 round-trip workload) or ``idle`` (connections held open, answering the
 server's heartbeats), or one of the workloads of :mod:`bench.workloads`
@@ -22,14 +22,15 @@ import contextlib
 import functools
 import importlib.util
 import multiprocessing
-import os
 import time
 from collections import Counter
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from bench.procstat import process_cpu_seconds
+from bench.worker import Plan
+from bench.workloads import HANDLERS as WORKLOADS
 from bench.wsclient import ENCODINGS, ClientConnection, Pinging
 
 #: Most connections one load process holds: with its pipes, sockets and the
@@ -44,28 +45,6 @@ DRAIN_S = 5.0
 
 class LoadError(RuntimeError):
     """A load process failed, timed out or died."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one load process does: whom it connects to, and how many times."""
-
-    url: str
-    encoding: str
-    connections: int
-    #: Player ids are ``p<first_player + i>``, unique across processes.
-    first_player: int
-    #: The gateway's ``auth.secret``, to mint a JWT per connection; None
-    #: (the baseline) sends no token and expects no welcome.
-    secret: str | None
-    lifetime_s: float
-    #: Further servers (gateways of one cluster): connection ``i`` goes to
-    #: ``urls[i % len(urls)]``, where ``urls`` is ``(url, *more_urls)``.
-    more_urls: tuple[str, ...] = ()
-
-    @property
-    def urls(self) -> tuple[str, ...]:
-        return (self.url, *self.more_urls)
 
 
 def plans(
@@ -95,12 +74,6 @@ def plans(
         )
         first_player += size
     return result
-
-
-def process_cpu_seconds() -> float:
-    """User + system CPU seconds this process has used so far."""
-    times = os.times()
-    return times.user + times.system
 
 
 # -- the load process ------------------------------------------------------------
@@ -137,7 +110,10 @@ def worker_main(plan: Plan, commands: Connection, replies: Connection) -> None:
 
 
 class _Worker:
-    """Runs the commands its parent sends, one at a time, until ``exit``."""
+    """Runs the commands its parent sends, one at a time, until ``exit``.
+
+    What the workloads use of it is :class:`bench.worker.Worker`.
+    """
 
     def __init__(self, plan: Plan, commands: Connection, replies: Connection) -> None:
         self._plan = plan
@@ -155,12 +131,10 @@ class _Worker:
         loop = asyncio.get_running_loop()
         loop.add_reader(self._command_pipe.fileno(), self._read_commands)
         self._replies.send({"ready": True})
-        from bench import workloads  # imports this module: not at the top
-
         handlers = {"open": self._open, "ping": self._ping, "idle": self._idle}
         handlers |= {
             name: functools.partial(handler, self)
-            for name, handler in workloads.HANDLERS.items()
+            for name, handler in WORKLOADS.items()
         }
         try:
             while True:
@@ -216,7 +190,9 @@ class _Worker:
         """The token of each planned connection, in plan order."""
         return self._tokens
 
-    async def connect(self, url: str, token: str | None, timeout: float):
+    async def connect(
+        self, url: str, token: str | None, timeout: float
+    ) -> tuple[ClientConnection | None, str | None]:
         """Open one more connection; (connection, None) or (None, error)."""
         loop = asyncio.get_running_loop()
         encoding = ENCODINGS[self._plan.encoding]

@@ -23,6 +23,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def process_cpu_seconds() -> float:
+    """User + system CPU seconds this process has used so far."""
+    times = os.times()
+    return times.user + times.system
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of process ``pid``."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from bench.loadgen import _Worker
+    from bench.worker import Worker as _Worker
     from bench.wsclient import ClientConnection
 
 TOPIC = "bench.soak"

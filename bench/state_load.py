@@ -49,10 +49,11 @@ from typing import TYPE_CHECKING, Any
 import cbor2
 import orjson
 
+from bench.procstat import process_cpu_seconds
 from rtgateway.state.mirror import BrokenChain, Mirror
 
 if TYPE_CHECKING:
-    from bench.loadgen import _Worker
+    from bench.worker import Worker
     from bench.wsclient import ClientConnection
 
 ZONE = "bench"
@@ -239,7 +240,7 @@ class Tally:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self.cpu_started = _cpu()
+        self.cpu_started = process_cpu_seconds()
         self.deltas = 0
         #: Delta bytes as the protocol sends them: the benchmark's ``ts``
         #: member (not in the protocol) left out.
@@ -263,7 +264,7 @@ class Tally:
     def figures(self) -> dict[str, Any]:
         return {
             "elapsed": time.monotonic() - self.started,
-            "window_cpu_s": _cpu() - self.cpu_started,
+            "window_cpu_s": process_cpu_seconds() - self.cpu_started,
             "deltas": self.deltas,
             "delta_bytes": self.delta_bytes,
             "other_messages": self.other_messages,
@@ -280,12 +281,6 @@ class Tally:
             "player_steps": self.player_steps,
             "moving_steps": self.moving_steps,
         }
-
-
-def _cpu() -> float:
-    from bench.loadgen import process_cpu_seconds
-
-    return process_cpu_seconds()
 
 
 _TS_JSON = b',"ts":'
@@ -504,7 +499,7 @@ def _spread(count: int, among: int) -> list[int]:
 
 
 async def state_setup(
-    worker: _Worker,
+    worker: Worker,
     *,
     seed: int,
     area: dict[str, Any],
@@ -593,7 +588,7 @@ def _update(binary: bool, fields: dict[str, Any], seq: int) -> bytes:
     return cbor2.dumps(document) if binary else orjson.dumps(document)
 
 
-async def _move(worker: _Worker, seconds: float) -> None:
+async def _move(worker: Worker, seconds: float) -> None:
     """Step every walker 60 times a second for ``seconds``, in
     :data:`PHASES` groups a quarter frame apart; each round is sent when it
     is due, or at once when late (its lateness is counted)."""
@@ -638,7 +633,7 @@ async def _move(worker: _Worker, seconds: float) -> None:
                 _verify(state)
 
 
-async def state_move(worker: _Worker, *, seconds: float) -> dict[str, Any]:
+async def state_move(worker: Worker, *, seconds: float) -> dict[str, Any]:
     """Start the movement in the background for at most ``seconds``."""
     state = worker.state["state"]
     state["stop"] = False
@@ -653,7 +648,7 @@ async def state_move(worker: _Worker, *, seconds: float) -> dict[str, Any]:
     return {"started": True}
 
 
-async def state_mark(worker: _Worker) -> dict[str, Any]:
+async def state_mark(worker: Worker) -> dict[str, Any]:
     """What was counted since the previous mark (or the setup); counting
     starts over."""
     state = worker.state["state"]
@@ -673,7 +668,7 @@ async def state_mark(worker: _Worker) -> dict[str, Any]:
     return figures
 
 
-async def state_stop(worker: _Worker, *, timeout: float = 10.0) -> dict[str, Any]:
+async def state_stop(worker: Worker, *, timeout: float = 10.0) -> dict[str, Any]:
     """Stop the movement; the mirrors' last views."""
     state = worker.state["state"]
     state["stop"] = True

@@ -34,7 +34,7 @@ import orjson
 from bench.state_load import HANDLERS as STATE_HANDLERS
 
 if TYPE_CHECKING:
-    from bench.loadgen import _Worker
+    from bench.worker import Worker as _Worker
     from bench.wsclient import ClientConnection
 
 #: How long a closed loop waits without any progress before it gives up.
