@@ -280,7 +280,10 @@ class _GatewayJWT(jwt.PyJWT):
 
     def trust_prepared_hmac_key(self, name: str, key: bytes) -> None:
         """Verify HS* algorithm ``name`` with ``key``, prepared once already."""
-        hash_alg = self._jws.get_algorithm_by_name(name).hash_alg
+        algorithm = self._jws.get_algorithm_by_name(name)
+        if not isinstance(algorithm, HMACAlgorithm):
+            raise ValueError(f"{name} is not an HMAC algorithm")
+        hash_alg = algorithm.hash_alg
         self._jws.unregister_algorithm(name)
         self._jws.register_algorithm(name, _PreparedHMAC(hash_alg, key))
 

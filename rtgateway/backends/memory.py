@@ -90,7 +90,8 @@ class MemoryBus:
 
     def publish(self, channel: str, message: bytes) -> Deferred:
         for bus in list(self._hub.channels.get(channel, ())):
-            bus.handler.bus_message(channel, message)
+            if bus.handler is not None:  # else nobody listens on that bus yet
+                bus.handler.bus_message(channel, message)
         return succeed(None)
 
 
@@ -154,6 +155,7 @@ def envelope(offset: int | None, epoch: str | None, body: bytes) -> bytes:
     """
     if offset is None:
         return b"-|-|" + body
+    assert epoch is not None  # a stored event has both
     return b"%d|%s|%s" % (offset, epoch.encode(), body)
 
 

@@ -406,7 +406,8 @@ class SessionsComponent(Service):
         )
         if previous is None:
             raise NotFound("no session for this resume token (expired or ended)")
-        if previous.connection_id is not None:
+        # Attached to a connection means attached on a gateway: both or neither.
+        if previous.connection_id is not None and previous.gateway_id is not None:
             self._close_owner(
                 previous.gateway_id, previous.connection_id, record.session_id
             )
@@ -461,9 +462,7 @@ class SessionsComponent(Service):
             activations.append(activate)
         return recovered, activations
 
-    def _close_owner(
-        self, gateway_id: str | None, connection_id: str, sid: str
-    ) -> None:
+    def _close_owner(self, gateway_id: str, connection_id: str, sid: str) -> None:
         if gateway_id == self._gateway_id:
             self._take_from(connection_id)
             return

@@ -37,7 +37,10 @@ from rtgateway.wire import closecodes
 class GatewayFactory(WebSocketServerFactory):
     """Builds :class:`GatewayProtocol` and keeps the books on connections."""
 
-    protocol: type[GatewayProtocol] = GatewayProtocol
+    # Twisted types a factory's protocol as one whose ``factory`` is a
+    # ``Factory[Self]``; Autobahn's factories are not generic, so no protocol
+    # of theirs that types its factory (ours: a ConnectionHost) can match.
+    protocol: type[GatewayProtocol] = GatewayProtocol  # type: ignore[assignment]
     # Autobahn's own ``log`` (txaio, level-gated) must stay: it logs raw
     # handshakes and frames at debug level, which must never reach output.
     _log = Logger()
@@ -91,16 +94,20 @@ class GatewayFactory(WebSocketServerFactory):
             perMessageCompressionAccept=self._accept_compression,
         )
 
-    def setProtocolOptions(self, **options: Any) -> None:
+    def setProtocolOptions(self, *args: Any, **options: Any) -> None:
         """Autobahn's; new connections then hold the options through their class.
 
         See :meth:`GatewayProtocol.with_options`.
         """
-        super().setProtocolOptions(**options)
+        super().setProtocolOptions(*args, **options)
         self.protocol = GatewayProtocol.with_options(self)
 
-    def buildProtocol(self, addr: IAddress) -> GatewayProtocol:
-        """Twisted's: a connection of the factory's class, knowing its host."""
+    def buildProtocol(self, addr: IAddress | None) -> GatewayProtocol:  # type: ignore[override]
+        """Twisted's: a connection of the factory's class, knowing its host.
+
+        (Its return type is Twisted's protocol type, which ours cannot match:
+        see ``protocol`` above.)
+        """
         protocol = self.protocol()
         protocol.factory = self
         return protocol

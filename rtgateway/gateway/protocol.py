@@ -10,13 +10,16 @@ closes with the protocol's close codes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.util import encode_truncate
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IConsumer
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rtgateway.gateway.backpressure import SendBufferGuard
@@ -49,6 +52,11 @@ class GatewayProtocol(WebSocketServerProtocol):
     # handshakes and frames at debug level, which must never reach output.
     _log = Logger()
     factory: ConnectionHost
+    # Set by the upgrade resource before the handshake is replayed.
+    principal: Principal
+    codec: Codec
+    # One of Autobahn's options, copied from the factory (see with_options).
+    maxMessagePayloadSize: int
     # Autobahn's _connectionMade copies each of CONFIG_ATTRS from the factory,
     # then pformats them all for a debug log that is never shown: a fifth of
     # the CPU of opening a connection. _connectionMade below copies them
@@ -77,9 +85,6 @@ class GatewayProtocol(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self._mask_offset = 0
-        # Set by the upgrade resource before the handshake is replayed.
-        self.principal: Principal | None = None
-        self.codec: Codec | None = None
         self.peer_host = ""
         self.connection_id = ""
         self.session_id: str | None = None
@@ -124,7 +129,9 @@ class GatewayProtocol(WebSocketServerProtocol):
         Every frame, control frames included, passes here, possibly in
         several pieces: the offset keeps the mask aligned across them.
         """
-        mask = self.current_frame.mask
+        # Autobahn annotates FrameHeader.mask as str; it holds the frame's 4
+        # mask bytes, or None for an unmasked frame.
+        mask: bytes | None = self.current_frame.mask  # type: ignore[assignment]
         if mask is not None and payload:
             offset = self._mask_offset
             self._mask_offset = offset + len(payload)
@@ -143,7 +150,8 @@ class GatewayProtocol(WebSocketServerProtocol):
         if not self.failedByMe:
             payload = b"".join(self.message_data)
             self.onMessage(payload, self.message_is_binary)
-        self.message_data = None
+        # As Autobahn's own onMessageEnd does; it declares a list.
+        self.message_data = None  # type: ignore[assignment]
 
     # -- opening ---------------------------------------------------------
 
@@ -160,7 +168,9 @@ class GatewayProtocol(WebSocketServerProtocol):
             clock, limits.abuse_rejections, limits.abuse_window_s
         )
         self._guard = SendBufferGuard(limits.send_buffer_bytes)
-        self.transport.registerProducer(self._guard, True)
+        # A stream transport (TCP, TLS) consumes; Twisted's Protocol declares
+        # only ITransport.
+        cast(IConsumer, self.transport).registerProducer(self._guard, True)
         heartbeat = factory.config.heartbeat
         self._heartbeat = Heartbeat(
             clock,
@@ -184,6 +194,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         self._attached = True
         self.send_notification("session.welcome", params)
         waiting, self._waiting = self._waiting, None
+        assert waiting is not None  # until the welcome, or the connection is lost
         for payload, is_binary in waiting:
             self.onMessage(payload, is_binary)
 
@@ -212,6 +223,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         factory = self.factory
         factory.metrics.bytes_in.inc(len(payload))
         self.bytes_in += len(payload)
+        assert self._heartbeat is not None  # made by onOpen
         self._heartbeat.activity()
         try:
             incoming = decode_incoming(
@@ -251,20 +263,25 @@ class GatewayProtocol(WebSocketServerProtocol):
 
     def _hold(self, payload: bytes, is_binary: bool) -> None:
         """Keep what arrives before the welcome, within the burst allowance."""
-        if len(self._waiting) >= self.factory.config.limits.rate_burst:
+        waiting = self._waiting
+        assert waiting is not None  # until the welcome, or the connection is lost
+        if len(waiting) >= self.factory.config.limits.rate_burst:
             self.close(closecodes.SLOW_CONSUMER, "too many messages before welcome")
             return
-        self._waiting.append((payload, is_binary))
+        waiting.append((payload, is_binary))
 
     def _admit(self) -> RTGatewayError | None:
-        if self._bucket.take():
+        bucket, abuse = self._bucket, self._abuse
+        assert bucket is not None and abuse is not None  # made by onOpen
+        if bucket.take():
             return None
         self.factory.metrics.rate_limited.inc()
-        if self._abuse.rejected():
+        if abuse.rejected():
             self.close(closecodes.SLOW_CONSUMER, "sustained rate limit abuse")
-        return RateLimited(self._bucket.retry_after_ms())
+        return RateLimited(bucket.retry_after_ms())
 
     def onPong(self, payload: bytes) -> None:
+        assert self._heartbeat is not None  # made by onOpen
         self._heartbeat.pong(payload)
 
     def _send_ping(self, payload: bytes) -> None:
@@ -297,6 +314,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         """Send an already encoded message, within the send-buffer bound."""
         if self.state != _OPEN:
             return
+        assert self._guard is not None  # made by onOpen
         if not self._guard.admits(len(payload)):
             self.factory.metrics.slow_consumers.inc()
             self.close(closecodes.SLOW_CONSUMER, "send buffer full")
@@ -321,8 +339,10 @@ class GatewayProtocol(WebSocketServerProtocol):
 
     def when_writable(self, action: Callable[[], None]) -> None:
         """Run ``action`` once the outbox is sent and the transport drained."""
-        if self._guard.paused:
-            self._guard.when_drained(action)
+        guard = self._guard
+        assert guard is not None  # writes wait for the welcome, after onOpen
+        if guard.paused:
+            guard.when_drained(action)
         elif self._outbox is not None:
             self._after_outbox.append(action)
         else:
@@ -337,6 +357,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         if self.state != _OPEN:
             return
         guard = self._guard
+        assert guard is not None  # made by onOpen
         if message.droppable and guard.paused:
             self.factory.metrics.events_dropped.inc()
             return
@@ -368,6 +389,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         if outbox is None:
             return
         self._outbox = None
+        assert self._guard is not None  # only open connections write
         self._guard.queued = 0
         if self.state == WebSocketProtocol.STATE_CLOSED:  # aborted
             return
@@ -380,6 +402,7 @@ class GatewayProtocol(WebSocketServerProtocol):
             self.factory.outboxes.schedule(self.send_outbox)
         else:
             self._outbox.append(data)
+        assert self._guard is not None  # only open connections write
         self._guard.queued += len(data)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: Any = None) -> None:
@@ -460,7 +483,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         pings) off the socket. That is a slow consumer, whichever timer
         notices first.
         """
-        if self.state != _OPEN or not self._guard.paused:
+        if self.state != _OPEN or self._guard is None or not self._guard.paused:
             return False
         self.factory.metrics.slow_consumers.inc()
         self.close(closecodes.SLOW_CONSUMER, "not reading: send buffer full")
@@ -474,7 +497,7 @@ class GatewayProtocol(WebSocketServerProtocol):
             return self.remoteCloseCode
         return closecodes.ABNORMAL
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.read_budget.forget(self)
         super().connectionLost(reason)
         if self._heartbeat is not None:

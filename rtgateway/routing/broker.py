@@ -96,6 +96,11 @@ class _Stream:
     #: Subscribes waiting for the stream to be set up.
     waiters: list[Deferred] = field(default_factory=list)
 
+    def position(self) -> Position:
+        """The top of a reliable stream, whose epoch is known once it started."""
+        assert self.epoch is not None
+        return Position(self.top, self.epoch)
+
 
 @implementer(IBusHandler)
 class Broker:
@@ -174,8 +179,11 @@ class Broker:
                     )
                     for e in replay.events
                 )
-        top = Position(stream.top, stream.epoch)
-        return top, recovered, lambda: self._activate(subscriber, replayed)
+        return (
+            stream.position(),
+            recovered,
+            lambda: self._activate(subscriber, replayed),
+        )
 
     def _activate(self, subscriber: Subscriber, replayed: tuple) -> None:
         subscriber.waiting = deque((*replayed, *(subscriber.waiting or ())))
@@ -335,7 +343,7 @@ class Broker:
         if stream is None:
             return
         offset, epoch, body = open_envelope(message)
-        if offset is None:
+        if offset is None or epoch is None:  # volatile: neither is set
             event = orjson.loads(body)
             if event.get("g") != self._gateway_id:
                 self._fan_out(stream, None, None, event, self.events.get(event["type"]))
@@ -417,9 +425,7 @@ class Broker:
     def _read_gap(self, stream: _Stream) -> None:
         if self._streams.get(stream.topic) is not stream:
             return
-        d = self._history.read(
-            stream.topic, Position(stream.top, stream.epoch), self._max_replay
-        )
+        d = self._history.read(stream.topic, stream.position(), self._max_replay)
         d.addCallback(self._repaired, stream)
         d.addErrback(self._repair_failed, stream)
 

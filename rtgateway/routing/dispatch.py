@@ -19,6 +19,7 @@ from rtgateway.metrics import GatewayMetrics
 from rtgateway.routing.router import Router
 from rtgateway.wire.errors import InternalError, RTGatewayError
 from rtgateway.wire.jsonrpc import (
+    NO_ID,
     Incoming,
     InvalidEntry,
     Request,
@@ -113,7 +114,7 @@ class Dispatcher:
         return self._succeeded(result, entry, label, started)
 
     def _succeeded(self, result: Any, entry: Request, label: str, started: float):
-        if entry.is_notification:
+        if entry.id is NO_ID:  # a notification
             return None
         metrics = self._metrics_for(label)
         metrics.latency.observe(self._clock.seconds() - started)

@@ -157,6 +157,7 @@ class MemoryGateway:
         factory.protocol = RecordingClient
         factory.setProtocolOptions(failByDrop=False, autoPingInterval=0)
         client = factory.buildProtocol(None)
+        assert isinstance(client, RecordingClient)
         server = self.gateway.site.buildProtocol(None)
         server_transport = FakeTransport(
             server, isServer=True, peerAddress=IPv4Address("TCP", host, 40000)
@@ -211,7 +212,9 @@ class MemoryGateway:
 
     def drop(self, client: RecordingClient) -> None:
         """Cut a client's connection without a closing handshake."""
-        client.transport.abortConnection()
+        transport = client.transport
+        assert isinstance(transport, FakeTransport)
+        transport.abortConnection()
         self.flush()
 
     def flush(self) -> None:
@@ -228,7 +231,7 @@ class MemoryGateway:
                 # A slow turn left input for the next one (a zero delay call,
                 # which a real reactor runs on its next turn).
                 self.clock.advance(0)
-            moved = outboxes.pending or factory.read_budget.waiting
+            moved = outboxes.pending or bool(factory.read_budget.waiting)
             outboxes.send_all()
             for pump in self.pumps:
                 moved = pump.pump() or moved

@@ -64,7 +64,8 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -288,14 +289,18 @@ class _Downstream(Protocol):
         self.link = self._proxy._accepted(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
+        assert self.link is not None  # made by connectionMade
         self.link.up.feed(data)
 
     def connectionLost(self, reason: Any = None) -> None:
-        self.link.lost("downstream")
+        if self.link is not None:
+            self.link.lost("downstream")
 
 
 class _Upstream(Protocol):
     """The proxy's connection to the target, for one accepted connection."""
+
+    transport: ITCPTransport
 
     def __init__(self, link: _Link) -> None:
         self.link = link
@@ -601,8 +606,10 @@ class NetSimProcess(NetSimControl):
             [sys.executable, "-m", "rtgateway.testing.netsim", *self._arguments],
             stdout=subprocess.PIPE,
         )
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        line = self.process.stdout.readline() if ready else b""
+        stdout = self.process.stdout
+        assert stdout is not None  # a pipe, asked for above
+        ready, _, _ = select.select([stdout], [], [], timeout)
+        line = stdout.readline() if ready else b""
         if not line:
             self.stop()
             raise RuntimeError("the netsim proxy did not start")
@@ -655,8 +662,14 @@ def main(argv: list[str] | None = None) -> None:
         listen_port=port,
     ).start()
     host, port = options.control
-    control = reactor.listenTCP(port, Site(ControlResource(proxy)), interface=host)
-    print(json.dumps({"port": proxy.port, "control": control.getHost().port}))
+    # Twisted types listenTCP's factory as a ServerFactory of its default
+    # protocol type; a Site is one of its own channel type (the same at run
+    # time).
+    site = Site(ControlResource(proxy))
+    control = reactor.listenTCP(port, site, interface=host)  # type: ignore[arg-type]
+    address = control.getHost()
+    assert isinstance(address, IPv4Address)
+    print(json.dumps({"port": proxy.port, "control": address.port}))
     sys.stdout.flush()
     reactor.run()
 

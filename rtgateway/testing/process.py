@@ -150,19 +150,26 @@ class GatewayProcess:
                     return sample.value
         return 0.0
 
+    @property
+    def started(self) -> subprocess.Popen[bytes]:
+        """The gateway's process; RuntimeError before :meth:`start`."""
+        if self.process is None:
+            raise RuntimeError("the gateway process was not started")
+        return self.process
+
     def rss_bytes(self) -> int:
         """The process's resident memory, from /proc."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        status = Path(f"/proc/{self.started.pid}/status").read_text()
         for line in status.splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS")
 
     def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
+        self.started.send_signal(signum)
 
     def wait(self, timeout: float = 20.0) -> int:
-        return self.process.wait(timeout=timeout)
+        return self.started.wait(timeout=timeout)
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM and wait; SIGKILL what does not exit in time."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Site
@@ -51,7 +53,7 @@ class GatewayChannel(HTTPChannel):
             self._start_deadline()
         super().requestDone(request)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.stop_deadline()
         super().connectionLost(reason)
 
@@ -90,7 +92,9 @@ class GatewaySite(Site):
     """
 
     noisy = False
-    protocol = GatewayChannel
+    # Twisted types a site's protocol as its channel that may switch to
+    # HTTP/2; a plain HTTPChannel is built and set up by Site the same way.
+    protocol = GatewayChannel  # type: ignore[assignment]
 
     def log(self, request: Any) -> None:
         return None

@@ -246,7 +246,7 @@ class RedisBus:
         if self._factory is None or (self._was_up and self._protocol is None):
             return fail(Unavailable())
         self._wanted.add(channel)
-        waiter = Deferred()
+        waiter: Deferred[None] = Deferred()
         if channel in self._sent:
             batches = self._confirming.get(channel)
             if not batches:

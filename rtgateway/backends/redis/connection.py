@@ -32,7 +32,9 @@ def make_endpoint(
     reactor: Any, target: RedisTarget, timeout: float
 ) -> IStreamClientEndpoint:
     """A client endpoint for ``target``, with TLS (certificate checked) for rediss."""
-    endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(
+        reactor, target.host, target.port, timeout=timeout
+    )
     if target.tls:
         endpoint = wrapClientTLS(optionsForClientTLS(target.host), endpoint)
     return endpoint
