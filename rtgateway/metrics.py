@@ -54,7 +54,7 @@ class _Count:
     __slots__ = ("created", "value")
 
     def __init__(self) -> None:
-        self.value = 0
+        self.value: float = 0
         self.created = time.time()
 
     def inc(self, amount: int | float = 1) -> None:

@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from rtgateway.backends.keys import zone_channel
 from rtgateway.backends.zonefeed import decode_zone_batch
@@ -411,8 +412,17 @@ class StateComponent(Service):
             if active.held is not None:
                 active.ready = loading
         if active.ready is not None:
-            waiting: Deferred = Deferred()
-            active.ready.addBoth(lambda result: (waiting.callback(result), result)[1])
+            waiting: Deferred[Any] = Deferred()
+
+            def relay(result: Any) -> Any:
+                # Every waiter gets the outcome; the load's own chain keeps it.
+                if isinstance(result, Failure):
+                    waiting.errback(result)
+                else:
+                    waiting.callback(result)
+                return result
+
+            active.ready.addBoth(relay)
             await waiting
         return active
 

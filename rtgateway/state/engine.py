@@ -168,11 +168,9 @@ class ZoneEngine:
         self._slow = frozenset(n for n, s in schema.fields.items() if s.lane == "slow")
         self._position = schema.position
         self._aoi = schema.aoi_radius > 0 and len(schema.position) >= 2
-        self._grid = (
-            Grid(schema.aoi_radius, schema.aoi_radius + schema.leave_margin)
-            if self._aoi
-            else None
-        )
+        # Used only with AOI (``_aoi``); without, it stays empty.
+        radius = schema.aoi_radius if self._aoi else 1.0
+        self._grid = Grid(radius, radius + schema.leave_margin)
         self._unplaced: dict[str, Entity] = {}
         self._refresh_every = max(1, schema.slow_every)
         self._incarnations = 0
@@ -227,7 +225,7 @@ class ZoneEngine:
             return False
         self._dirty.discard(entity)
         self._unplaced.pop(entity_id, None)
-        if self._grid is not None:
+        if self._aoi:
             self._grid.remove(entity, self.tick_count + 1)
         for client in list(entity.watchers):
             self._leave(client, entity_id)
@@ -467,10 +465,11 @@ class ZoneEngine:
 
     def _needs_refresh(self, client: ClientView) -> bool:
         own = self.entities[client.entity_id]
-        if own.pos is None:
+        cell = own.cell
+        if cell is None:  # no position: its view is the whole zone
             return True
         since = client.refreshed
-        if own.pos_tick > since or self._grid.changed_since(own.cell, since):
+        if own.pos_tick > since or self._grid.changed_since(cell, since):
             return True
         # Nothing changed around it: its view is as good as a fresh one.
         client.refreshed = self.tick_count
@@ -603,12 +602,12 @@ class ZoneEngine:
         for entity in list(self._dirty):
             if entity.publish(tick, slow_tick, self._slow, self._position):
                 changed.append(entity)
-                if self._grid is not None and entity.pos_tick == tick:
+                if self._aoi and entity.pos_tick == tick:
                     self._moved(entity, tick)
             if not entity.pending:
                 self._dirty.discard(entity)
         result.published = len(changed)
-        if self._grid is not None:
+        if self._aoi:
             phase = tick % self._refresh_every
             for client in self.clients.values():
                 if client.slot == phase and self._needs_refresh(client):
@@ -680,8 +679,8 @@ class ZoneEngine:
             frags = shared[codec]
             if frags is None:
                 frags = shared[codec] = [e.fragment(previous, codec) for e in changed]
-            own = index.get(client.entity_id)
-            client.out = frags if own is None else frags[:own] + frags[own + 1 :]
+            at = index.get(client.entity_id)
+            client.out = frags if at is None else frags[:at] + frags[at + 1 :]
 
     def _moved(self, entity: Entity, tick: int) -> None:
         grid = self._grid

@@ -120,6 +120,7 @@ def check_fields(
     values = checked.values
     for name, value in fields.items():
         spec = specs.get(name)
+        problem: str | None
         if spec is None:
             problem = "unknown field"
         else:
