@@ -230,3 +230,24 @@ def test_state_weighs_deltas_times_ticks_and_ramps(tmp_path):
     for case in ramp[1:]:
         assert_positive(case["summary"]["gateway"], "ticks_per_s", "inputs_per_s")
     all_runs_error_free(document)
+
+
+def test_soak_reports_every_minute_and_delivers_every_publication_once(tmp_path):
+    """soak reads the gateway every minute and before and after the load;
+    every acknowledged publication reached every receiver exactly once,
+    and nothing failed or closed unexpectedly."""
+    document = run_bench("soak", tmp_path)
+    gateway, load = document["cases"]
+    (summary,) = figures({"cases": [gateway]}, "gw1")
+    assert_positive(
+        summary, "rss_first_mb", "fds_max", "delayed_max", "connections", "cpu_cores"
+    )
+    assert summary["fds_after"]["median"] < summary["fds_max"]["median"]
+    (minutes,) = document["minutes"]
+    assert [row["minute"] for row in minutes] == [1, 2, "stop"]
+    (run,) = load["runs"]["load"]
+    assert run["published"] > 0 and run["owed"] > 0 and run["resumes"] > 0
+    assert run["churn_opened"] > 0 and run["rejoins"] > 0
+    assert run["complete_pct"] == 100.0
+    for key in ("missing", "repeated", "failed_calls", "unexpected_closes"):
+        assert run[key] == 0, (key, minutes)

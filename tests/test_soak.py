@@ -139,7 +139,11 @@ async def one_connection(url: str, number: int) -> None:
     await client.call("presence.set", {"status": "online", "zone": "lobby"})
     await client.call("presence.watch", {"players": [f"p{(number + 1) % 200}"]})
     await client.call("state.join", {"zone": "yard", "fields": {"x": 1.0, "y": 2.0}})
-    await client.call("state.update", {"fields": {"x": 1.5}, "input_seq": 1})
+    # A player's entity outlives a dropped connection for the resume window
+    # and a new session takes it over with its last input: input_seq grows
+    # with ``number`` across all of a player's connections.
+    update = {"fields": {"x": 1.5}, "input_seq": number + 1}
+    await client.call("state.update", update)
     way = number % 3
     if way == 0:
         await client.call("session.close", {})
@@ -200,19 +204,21 @@ def reading(gateway: GatewayProcess) -> dict[str, float]:
 
 
 def settled(gateway: GatewayProcess, baseline: dict | None) -> dict[str, float]:
-    """The gateway's reading once the resume window is over and no
-    connection is left; with a ``baseline``, once open files and delayed
-    calls are back to it (or :data:`SETTLE_S` later, as they are then)."""
+    """The gateway's reading once the resume window is over, no connection
+    is left and open files and delayed calls hold still for a second; with
+    a ``baseline``, once they are back to it (or, either way,
+    :data:`SETTLE_S` later, as they are then)."""
     time.sleep(RESUME_WINDOW_S)
     deadline = time.monotonic() + SETTLE_S
+    previous = reading(gateway)
     while True:
+        time.sleep(1.0)
         now = reading(gateway)
-        back = baseline is None or all(
-            now[key] == baseline[key] for key in ("fds", "delayed")
-        )
-        if (now["connections"] == 0 and back) or time.monotonic() > deadline:
+        target = baseline or previous
+        still = all(now[key] == target[key] for key in ("fds", "delayed"))
+        if (now["connections"] == 0 and still) or time.monotonic() > deadline:
             return now
-        time.sleep(0.5)
+        previous = now
 
 
 @pytest.fixture

@@ -25,8 +25,9 @@ the resume window ran out: what a gateway holds for nobody is a leak.
 
 The table summarises each run (``--runs``, default 1 here: a soak is long):
 the RSS slope is a least-squares fit over the minutes after the first (the
-allocator's warm-up); the figures per minute are in the JSON results
-(``minutes``).
+allocator's warm-up), and again over the last half of the minutes, where a
+gateway that only warmed up levels off and a leak keeps climbing; the
+figures per minute are in the JSON results (``minutes``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ TINY_MINUTES = 2
 MINUTE_S = 60.0
 TINY_MINUTE_S = 5.0
 RESUME_WINDOW_S = 30.0
+TINY_RESUME_WINDOW_S = 3.0
 #: After the resume window, time for the expiries to run and be reaped.
 EXPIRY_MARGIN_S = 5.0
 SETUP_TIMEOUT_S = 120.0
@@ -64,6 +66,7 @@ GATEWAY_FIGURES = {
     "rss_first_mb": "RSS minute 1 MB",
     "rss_last_mb": "RSS last minute MB",
     "rss_slope_mb_per_min": "RSS slope MB/min",
+    "rss_late_slope_mb_per_min": "RSS slope, last half, MB/min",
     "rss_after_mb": "RSS after load MB",
     "fds_before": "open files before load",
     "fds_max": "open files, most in a minute",
@@ -126,8 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume-window-s",
         type=float,
-        default=RESUME_WINDOW_S,
-        help=f"the gateways' [session] resume_window_s (default {RESUME_WINDOW_S:g})",
+        default=None,
+        help=f"the gateways' [session] resume_window_s (default {RESUME_WINDOW_S:g}; "
+        f"--tiny {TINY_RESUME_WINDOW_S:g})",
     )
     parser.set_defaults(runs=1)
 
@@ -168,6 +172,15 @@ def slope(values: list[float]) -> float:
     if len(values) < 2:
         return 0.0
     return statistics.linear_regression(range(len(values)), values).slope
+
+
+def late_slope(values: list[float]) -> float:
+    """Least-squares slope over the last half of the minutes: where a
+    gateway that only warmed up levels off and a leak keeps climbing."""
+    half = values[len(values) // 2 :]
+    if len(half) < 2:
+        return 0.0
+    return statistics.linear_regression(range(len(half)), half).slope
 
 
 def _row_line(minute: int, row: dict[str, Any], names: list[str]) -> str:
@@ -251,6 +264,7 @@ def soak_once(
                 "rss_first_mb": rss[0],
                 "rss_last_mb": rss[-1],
                 "rss_slope_mb_per_min": slope(rss) * (60.0 / minute_s),
+                "rss_late_slope_mb_per_min": late_slope(rss) * (60.0 / minute_s),
                 "rss_after_mb": after[index]["rss_mb"],
                 "fds_before": before[index]["fds"],
                 "fds_max": max(r["fds"] for r in minute_readings),
@@ -278,6 +292,10 @@ def run(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """``--runs`` soaks, each on fresh gateways."""
     minutes = options.minutes or (TINY_MINUTES if options.tiny else DEFAULT_MINUTES)
     minute_s = options.minute_s or (TINY_MINUTE_S if options.tiny else MINUTE_S)
+    if options.resume_window_s is None:
+        options.resume_window_s = (
+            TINY_RESUME_WINDOW_S if options.tiny else RESUME_WINDOW_S
+        )
     sizes = dict(soak_load.TINY if options.tiny else soak_load.DEFAULTS)
     if options.churn_per_s is not None:
         sizes["churn_per_s"] = options.churn_per_s
@@ -324,7 +342,7 @@ def _notes(load_runs: list[dict[str, float]]) -> list[str]:
     return [
         "before: the gateway started, no load; after: the load closed and the "
         "resume window over; RSS slope: least-squares fit over the minutes "
-        "after the first, in MB per minute",
+        "after the first, in MB per minute, and over the last half of them",
         f"{total('missing')} deliveries missing and {total('repeated')} repeated "
         f"of {total('owed'):,} owed (each acknowledged publication to every "
         f"receiver and resumer); {total('stray_events')} events outside the "
