@@ -430,3 +430,22 @@ def test_rates_count_messages_and_bytes_per_second():
     stats = harness.core.stats(12.5)
     assert stats["messages_in_per_s"] == 10
     assert stats["bytes_in_per_s"] > 10 * 50
+
+
+def test_a_call_made_while_a_lost_call_fails_waits_for_the_next_session():
+    """A callback of a call lost with the connection calls again: it is queued."""
+    harness = opened()
+    lost = harness.core.call("pubsub.publish", {})
+    again = []
+    lost.add_done_callback(lambda _: again.append(harness.core.call("sys.ping", {})))
+    harness.drop()
+    assert isinstance(lost.error, ConnectionLost)
+    assert len(harness.core.queue) == 1
+    harness.advance(1)
+    harness.open(session="s2", token="r2")
+    harness.reply(
+        "session.resume",
+        {"session_id": "s1", "resumed": True, "subscriptions": [], "recovered": {}},
+    )
+    harness.reply("sys.ping", {"server_time_ms": 5})
+    assert again[0].result == {"server_time_ms": 5}

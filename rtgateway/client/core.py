@@ -379,8 +379,9 @@ class ClientCore:
     ) -> None:
         """No WebSocket: TCP failed (``status`` None) or the upgrade was refused."""
         self._now = now
-        self.stats_counters.last_close_code = status
-        self.stats_counters.last_close_reason = reason or None
+        self.stats_counters.last_connect_error = (
+            reason if status is None else f"HTTP {status}: {reason}"
+        )
         if self._closing:
             self._final(1000, "closed by the client")
             return
@@ -422,6 +423,9 @@ class ClientCore:
         self.stats_counters.last_close_code = code
         self.stats_counters.last_close_reason = reason
         self._ping_at = None
+        # Not open any more before any call settles: a callback that calls
+        # again (Deferreds run them at once) must find its call queued.
+        self.phase = "waiting"
         self._lose_inflight()
         self.view.sync_pending = False
         if self._closing:

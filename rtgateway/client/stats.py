@@ -67,6 +67,8 @@ class Stats:
         self.resumes = 0
         self.last_close_code: int | None = None
         self.last_close_reason: str | None = None
+        #: Why the last connection attempt failed (no WebSocket was opened).
+        self.last_connect_error: str | None = None
 
     def frame_in(self, now: float, size: int) -> None:
         self.messages_in.add(now)
@@ -98,6 +100,7 @@ class Stats:
             ),
             "last_close_code": self.last_close_code,
             "last_close_reason": self.last_close_reason,
+            "last_connect_error": self.last_connect_error,
             "state_messages_per_s": self.state_messages.per_second(now),
             **extra,
         }
