@@ -403,13 +403,19 @@ def test_200_forced_disconnects_through_the_proxy_resume(driver, memory_gateway,
         await subscriber.start()
         await publisher.start()
         await subscriber.subscribe(topic)
-        for _ in range(200):
+        for drop in range(1, 201):
             await publisher.call(
                 "pubsub.publish", {"topic": topic, "type": "chat.line", "data": {}}
             )
-            await until(d, lambda: subscriber.state == "open", what="open again")
-            proxy.drop_all()
-            await until(d, lambda: subscriber.state != "open", what="the reset")
+            assert proxy.drop_all() >= 1
+            await until(
+                d,
+                lambda drop=drop: (
+                    subscriber.state == "open"
+                    and subscriber.stats()["resume_attempts"] == drop
+                ),
+                what=f"open again after reset {drop}",
+            )
         await until(d, lambda: len(seen) >= 200, timeout=20, what="200 events")
         stats = subscriber.stats()
         rate = stats["resume_success_rate"]

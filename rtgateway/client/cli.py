@@ -4,8 +4,8 @@ Connects (with the same reconnect and resume as any client), subscribes to
 ``--sub`` topics, watches ``--watch`` players, joins ``--join`` a zone,
 makes one ``--call``, and prints what happens as JSON, one object per line
 on stdout: ``{"result": ...}`` or ``{"error": ...}`` for the call,
-``{"event": type, "params": ...}`` for every event (state pushes
-excepted: they come at the tick rate), ``{"stats": ...}``
+``{"event": type, "params": ...}`` for every event (the session's own
+messages and state pushes excepted), ``{"stats": ...}``
 every ``--every`` seconds in a zone. Connection changes go to stderr. It
 runs until ``--duration`` is over, or after the call when there is nothing
 to tail, or until interrupted.
@@ -86,11 +86,7 @@ async def run(args: argparse.Namespace, reactor: Any) -> int:
         sys.stderr.write(json.dumps({"state": change.state, **_state(change)}) + "\n")
 
     client.on("client.state", show_state)
-    # State pushes come at the tick rate: --join prints their rates instead.
-    client.on(
-        "*",
-        lambda event: None if event.type.startswith("state.") else line(_event(event)),
-    )
+    client.on("*", _printer)
     client.on("client.lost", lambda topic, why: line({"lost": topic, "reason": why}))
     await client.start()
     status = 0
@@ -147,8 +143,15 @@ def _state(change: ConnectionState) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value is not None}
 
 
-def _event(event: Event) -> dict[str, Any]:
-    return {"event": event.type, "params": event.params}
+#: Not tailed: the session's own messages (the welcome holds the resume
+#: token, a secret) and state pushes, which come at the tick rate and which
+#: --join reports as rates instead.
+QUIET_PREFIXES = ("session.", "state.")
+
+
+def _printer(event: Event) -> None:
+    if not event.type.startswith(QUIET_PREFIXES):
+        line({"event": event.type, "params": event.params})
 
 
 def main(argv: list[str] | None = None) -> None:
