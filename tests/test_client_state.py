@@ -166,6 +166,25 @@ def test_interpolation_is_monotone_and_smooth_under_jitter_and_drops(seed):
     assert sum(steps) / len(steps) == pytest.approx(ideal, rel=0.1)
 
 
+def test_a_faster_path_does_not_make_the_render_jump():
+    """Packets 40 ms late, then on time: the render clock catches up smoothly."""
+    interpolator = Interpolator(delay_s=0.05, max_extrapolation_s=0.1)
+    xs, now = [], 0.0
+    for frame in range(600):
+        now = frame / 120
+        late = 0.04 if now < 2 else 0.0
+        tick = 0
+        while tick / 60 + late <= now:
+            interpolator.add("bob", tick / 60, {"x": tick / 60}, tick / 60 + late)
+            tick += 1
+        interpolator.advance(now)
+        if frame > 30:
+            xs.append(interpolator.sample("bob")["x"])
+    steps = [b - a for a, b in itertools.pairwise(xs)]
+    assert min(steps) >= 0 and max(steps) < 1.2 / 120
+    assert xs[-1] == pytest.approx(now - 0.05, abs=1e-6)
+
+
 def test_interpolation_lags_by_the_delay():
     """Without jitter the rendered position is the one of now - delay."""
     frames = run_interpolation(0, jitter_s=0.0, drop_rate=0.0)
