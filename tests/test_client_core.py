@@ -449,3 +449,26 @@ def test_a_call_made_while_a_lost_call_fails_waits_for_the_next_session():
     )
     harness.reply("sys.ping", {"server_time_ms": 5})
     assert again[0].result == {"server_time_ms": 5}
+
+
+def test_events_are_validated_against_the_discovered_schemas():
+    """With validation on, data off its schema goes to client.invalid, not handlers."""
+    harness = opened()
+    seen, invalid = [], []
+    harness.core.on("chat.line", lambda e: seen.append(e.data))
+    harness.core.on("client.invalid", lambda e, errors: invalid.append(errors))
+    harness.core.validate_events()
+    schema = {
+        "type": "object",
+        "properties": {"text": {"type": "string"}},
+        "required": ["text"],
+    }
+    harness.reply(
+        "rpc.discover",
+        {"methods": [], "x-events": [{"name": "chat.line", "schema": schema}]},
+    )
+    harness.feed(event("chat.a", 1, text="hello"))
+    harness.feed(event("chat.a", 2, text=3))
+    assert seen == [{"text": "hello"}]
+    assert invalid == [['/text: 3 is not of type "string"']]
+    assert harness.core.stats()["invalid_events"] == 1

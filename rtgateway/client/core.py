@@ -42,6 +42,7 @@ from rtgateway.client.positions import DUPLICATE, GAP, Positions
 from rtgateway.client.prediction import Apply, Predictor
 from rtgateway.client.state import StateView
 from rtgateway.client.stats import Stats
+from rtgateway.client.validation import EventValidator
 from rtgateway.wire import jsonrpc
 from rtgateway.wire.codecs import CODECS, JSON, Codec
 from rtgateway.wire.errors import MethodNotFound, RTGatewayError
@@ -148,6 +149,9 @@ class ClientCore:
         self.session_id: str | None = None
         self.token_expires_at_ms: int | None = None
         self.refreshes = 0
+        #: Set by :meth:`validate_events`; None: events are not checked.
+        self.validator: EventValidator | None = None
+        self.invalid_events = 0
         #: idle, connecting, handshake, resuming, open, waiting, closed.
         self.phase = "idle"
         self._actions: list[Any] = []
@@ -175,6 +179,8 @@ class ClientCore:
         ``client.state`` handlers get a :class:`ConnectionState`;
         ``client.lost`` handlers get ``(topic, reason)`` when events of a
         topic could not be recovered and its state must be fetched again;
+        ``client.invalid`` handlers get ``(event, errors)`` for events that
+        failed validation (see :meth:`validate_events`);
         every other handler gets an :class:`Event`.
         """
         return self.dispatcher.on(event_type, handler)
@@ -288,6 +294,16 @@ class ClientCore:
         self.update(fields, now, input_seq=seq)
         return predictor.predicted
 
+    def validate_events(self, now: float | None = None) -> Call:
+        """Check received events against ``rpc.discover``'s schemas from now on."""
+        call = self.call("rpc.discover", {}, now)
+        call.add_done_callback(self._discovered)
+        return call
+
+    def _discovered(self, call: Call) -> None:
+        if call.error is None and isinstance(call.result, dict):
+            self.validator = EventValidator(call.result)
+
     def refresh(self, token: str, now: float) -> Call:
         """Hand the gateway a fresh token (after :class:`RefreshToken`)."""
         self._now = now
@@ -326,6 +342,7 @@ class ClientCore:
             coalesced=self.queue.coalesced,
             in_flight=len(self._inflight),
             handler_errors=self.dispatcher.handler_errors,
+            invalid_events=self.invalid_events,
             refreshes=self.refreshes,
             corrections=view.predictor.corrections if view.predictor else 0,
         )
@@ -625,13 +642,25 @@ class ClientCore:
             self.stats_counters.state_messages.add(now)
             if self.view.apply(method, params, now) and self.phase == "open":
                 self._internal("state.sync", {})
-        elif "topic" in params:
-            verdict = self.positions.accept(params)
-            if verdict == DUPLICATE:
-                return
-            if verdict == GAP:
-                self.dispatcher.emit("client.lost", params["topic"], "gap")
+        elif "topic" in params and not self._deliverable(method, params):
+            return
         self.dispatcher.emit(method, Event(method, params))
+
+    def _deliverable(self, method: str, params: dict[str, Any]) -> bool:
+        """A topic event: new (not a replayed duplicate) and, if checked, valid."""
+        verdict = self.positions.accept(params)
+        if verdict == DUPLICATE:
+            return False
+        if verdict == GAP:
+            self.dispatcher.emit("client.lost", params["topic"], "gap")
+        if self.validator is None:
+            return True
+        errors = self.validator.errors(method, params.get("data"))
+        if errors:
+            self.invalid_events += 1
+            log.warning("invalid %s event: %s", method, "; ".join(errors))
+            self.dispatcher.emit("client.invalid", Event(method, params), errors)
+        return not errors
 
     # -- writing ------------------------------------------------------------------
 

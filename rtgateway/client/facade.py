@@ -196,6 +196,10 @@ class ClientBase(ABC):
         self._pump()
         return fields
 
+    def validate_events(self) -> Any:
+        """Fetch ``rpc.discover`` and check every event's data against it."""
+        return self._after(self.core.validate_events(self._now()))
+
     def rendered(self) -> dict[str, dict[str, Any]]:
         """Other entities' fields, interpolated for this moment."""
         return self.core.view.rendered(self._now())
