@@ -472,3 +472,16 @@ def test_events_are_validated_against_the_discovered_schemas():
     assert seen == [{"text": "hello"}]
     assert invalid == [['/text: 3 is not of type "string"']]
     assert harness.core.stats()["invalid_events"] == 1
+
+
+def test_an_unanswered_ping_drops_a_silent_connection():
+    """No pong within ping_timeout_s: the link is dead, dropped, then resumed."""
+    harness = opened(ping_interval_s=1, ping_timeout_s=2)
+    harness.advance(1.0)
+    harness.reply("sys.ping", {"server_time_ms": 0})
+    harness.advance(2.9)
+    assert harness.aborts == []
+    harness.advance(0.2)  # the ping of t=2 has had no answer for 2 s
+    assert harness.aborts == ["no answer to sys.ping"]
+    harness.drop(1006)
+    assert harness.states[-1].state == "reconnecting"

@@ -400,6 +400,8 @@ def test_200_forced_disconnects_through_the_proxy_resume(driver, memory_gateway,
         subscriber = d.client(proxied, Tokens("henry"), ping_interval_s=0)
         publisher = d.client(memory_gateway.url, Tokens("ida"))
         seen, _ = record(subscriber)
+        states = []
+        subscriber.on("client.state", lambda s: states.append((d.now(), s)))
         await subscriber.start()
         await publisher.start()
         await subscriber.subscribe(topic)
@@ -419,9 +421,57 @@ def test_200_forced_disconnects_through_the_proxy_resume(driver, memory_gateway,
         await until(d, lambda: len(seen) >= 200, timeout=20, what="200 events")
         stats = subscriber.stats()
         rate = stats["resume_success_rate"]
-        print(f"{d.name}: {stats['resumes']}/{stats['resume_attempts']} resumed")
+        gaps, lost_at = [], None
+        for at, change in states:
+            if change.state == "reconnecting" and lost_at is None:
+                lost_at = at
+            elif change.state == "open" and lost_at is not None:
+                gaps.append(at - lost_at)
+                lost_at = None
+        gaps.sort()
+        print(
+            f"{d.name}: {stats['resumes']}/{stats['resume_attempts']} resumed; "
+            f"drop to open p50 {gaps[len(gaps) // 2] * 1000:.1f} ms, "
+            f"p99 {gaps[int(len(gaps) * 0.99)] * 1000:.1f} ms"
+        )
         assert stats["resume_attempts"] == 200 and rate >= 0.99
         assert seen == list(range(1, 201))
+        await subscriber.close()
+        await publisher.close()
+
+    return driver.run(scenario)
+
+
+def test_a_silent_link_is_detected_by_pings_and_resumed(driver, memory_gateway, proxy):
+    """A blackholed link sends no reset: unanswered pings drop it; it resumes."""
+    topic = f"chat.blackhole-{driver.name}"
+    proxied = f"ws://127.0.0.1:{proxy.port}/ws"
+
+    async def scenario(d):
+        subscriber = d.client(
+            proxied,
+            Tokens("jack"),
+            ping_interval_s=0.2,
+            ping_timeout_s=0.5,
+            connect_timeout_s=1.0,
+        )
+        publisher = d.client(memory_gateway.url, Tokens("kate"))
+        seen, _ = record(subscriber)
+        await subscriber.start()
+        await publisher.start()
+        await subscriber.subscribe(topic)
+        publish = {"topic": topic, "type": "chat.line", "data": {}}
+        await publisher.call("pubsub.publish", publish)
+        await until(d, lambda: seen == [1], what="the first event")
+        proxy.blackhole(1.5)
+        for _ in range(9):
+            await publisher.call("pubsub.publish", publish)
+        await until(
+            d, lambda: len(seen) >= 10, timeout=15, what="the events after the hole"
+        )
+        assert seen == list(range(1, 11))
+        stats = subscriber.stats()
+        assert stats["resumes"] >= 1 and stats["resume_success_rate"] == 1.0
         await subscriber.close()
         await publisher.close()
 

@@ -71,11 +71,6 @@ class AsyncioClient(ClientBase):
         return await self.when_closed()
 
     def abort(self) -> None:
-        """Drop the connection without a closing handshake, as a network would.
-
-        The client reconnects and resumes as after any drop: for tests, and
-        for a game's "reconnect now" when it knows the network changed.
-        """
         if self._ws is not None:
             self._ws.transport.abort()
 
@@ -129,7 +124,9 @@ class AsyncioClient(ClientBase):
             if task is self._connection:
                 self._ws_failed(refused.response.status_code, str(refused))
             return
-        except (OSError, TimeoutError) as error:
+        except Exception as error:
+            # Refused, reset, timed out, or an answer that is not HTTP
+            # (InvalidMessage, InvalidHandshake): no WebSocket either way.
             if task is self._connection:
                 self._ws_failed(None, str(error) or type(error).__name__)
             return

@@ -3,7 +3,7 @@
 Transports feed it what happened (a connection opened, a frame arrived, the
 connection closed, a timer fired), each with the current time as a float,
 and carry out what it asks for: :class:`Connect`, :class:`Send`,
-:class:`Disconnect` and :class:`RefreshToken` actions, taken with
+:class:`Disconnect`, :class:`Abort` and :class:`RefreshToken` actions, taken with
 :meth:`ClientCore.take_actions`, and one timer at
 :meth:`ClientCore.next_deadline`. So the reconnect schedule, the queue
 order, resume, deduplication and state sync are tested on a fake clock,
@@ -75,6 +75,13 @@ class Disconnect:
     """Close the WebSocket with ``code`` and ``reason``."""
 
     code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """Drop the connection without a closing handshake (it is dead)."""
+
     reason: str
 
 
@@ -370,7 +377,8 @@ class ClientCore:
             self._connect(now)
         if self._ping_at is not None and now >= self._ping_at:
             self._ping_at = now + self.options.ping_interval_s
-            self._internal("sys.ping", {})
+            ping = self._internal("sys.ping", {}, self.options.ping_timeout_s)
+            ping.add_done_callback(self._pinged)
         while self._deadlines and (
             self._deadlines[0][2].settled or self._deadlines[0][0] <= now
         ):
@@ -584,6 +592,11 @@ class ClientCore:
             if not call.settled:
                 self._write_call(call)
 
+    def _pinged(self, call: Call) -> None:
+        if isinstance(call.error, CallTimeout) and self.phase == "open":
+            log.warning("no answer to sys.ping in time: dropping the connection")
+            self._actions.append(Abort("no answer to sys.ping"))
+
     def _subscribed(self, topic: str, call: Call) -> None:
         if call.error is not None:
             if not isinstance(call.error, ConnectionLost | ClientClosed):
@@ -679,12 +692,12 @@ class ClientCore:
             except QueueFull as full:
                 call.fail(full)
 
-    def _internal(self, method: str, params: Any) -> Call:
+    def _internal(self, method: str, params: Any, timeout: float | None = None) -> Call:
         """A call of the client's own, sent now (the connection is up)."""
         call = Call(
             method,
             params,
-            deadline=self._now + self.options.call_timeout_s,
+            deadline=self._now + (timeout or self.options.call_timeout_s),
             priority=HIGH,
             idempotent=False,
         )

@@ -15,6 +15,7 @@ from typing import Any
 
 from rtgateway.client.calls import NORMAL, Call
 from rtgateway.client.core import (
+    Abort,
     ClientCore,
     Connect,
     ConnectionState,
@@ -69,6 +70,16 @@ class ClientBase(ABC):
     def _close_ws(self, code: int, reason: str) -> None: ...
 
     @abstractmethod
+    def abort(self) -> None:
+        """Drop the connection without a closing handshake, as a network would.
+
+        The client reconnects and resumes as after any drop: the core asks
+        for it when pings go unanswered; tests call it, and so can a game
+        that knows the network changed.
+        """
+        ...
+
+    @abstractmethod
     def _refresh_token(self) -> None:
         """Ask the provider for a token and hand it to :meth:`_refresh_with`."""
         ...
@@ -94,6 +105,8 @@ class ClientBase(ABC):
                 self._open(action.url)
             elif isinstance(action, Disconnect):
                 self._close_ws(action.code, action.reason)
+            elif isinstance(action, Abort):
+                self.abort()
             elif isinstance(action, RefreshToken):
                 self._refresh_token()
         self._set_timer(self.core.next_deadline())

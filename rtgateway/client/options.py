@@ -22,8 +22,11 @@ class ClientOptions:
     #: The outbound queue's total bound and optional per-priority bounds.
     queue_size: int = 1000
     queue_per_priority: Mapping[int, int] = field(default_factory=dict)
-    #: A ``sys.ping`` this often while open, for RTT; 0 sends none.
+    #: A ``sys.ping`` this often while open, for RTT and liveness; 0: none.
     ping_interval_s: float = 5.0
+    #: A ping unanswered this long means the link is dead (a network that
+    #: went silent sends no reset): the connection is dropped and resumed.
+    ping_timeout_s: float = 10.0
     #: How long an endpoint that failed is avoided.
     endpoint_down_s: float = 30.0
     #: Frames kept in the event log; ``trace`` also logs every frame.

@@ -13,7 +13,7 @@ import random
 from typing import Any
 
 from rtgateway.client import ClientCore, ClientOptions
-from rtgateway.client.core import Connect, Disconnect, RefreshToken, Send
+from rtgateway.client.core import Abort, Connect, Disconnect, RefreshToken, Send
 
 
 def welcome(session: str = "s1", token: str = "r1") -> dict[str, Any]:
@@ -53,6 +53,7 @@ class CoreHarness:
         self.sent: list[dict[str, Any]] = []
         self.connects: list[str] = []
         self.disconnects: list[tuple[int, str]] = []
+        self.aborts: list[str] = []
         self.refresh_asked = 0
         self.states: list[Any] = []
         self.core.on("client.state", self.states.append)
@@ -65,6 +66,8 @@ class CoreHarness:
                 self.connects.append(action.url)
             elif isinstance(action, Disconnect):
                 self.disconnects.append((action.code, action.reason))
+            elif isinstance(action, Abort):
+                self.aborts.append(action.reason)
             elif isinstance(action, RefreshToken):
                 self.refresh_asked += 1
 

@@ -97,11 +97,6 @@ class TwistedClient(ClientBase):
         return self.when_closed()
 
     def abort(self) -> None:
-        """Drop the connection without a closing handshake, as a network would.
-
-        The client reconnects and resumes as after any drop: for tests, and
-        for a game's "reconnect now" when it knows the network changed.
-        """
         if self._ws is not None:
             self._ws.dropConnection(abort=True)
 
