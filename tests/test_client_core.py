@@ -296,7 +296,9 @@ def test_refused_resume_falls_back_to_a_fresh_session_and_resubscribes():
         "pubsub.subscribe", {"topic": "chat.lobby", "offset": 2, "epoch": "e1"}
     )
     harness.core.set_presence({"status": "busy"})
+    harness.reply("presence.set", {"presence": {}})
     harness.core.join("arena", {"x": 1})
+    harness.reply("state.join", {"zone": "arena", "tick": 1, "entity": "player.a"})
     harness.drop()
     harness.advance(60)
     harness.open(session="s2", token="r2")
@@ -485,3 +487,13 @@ def test_an_unanswered_ping_drops_a_silent_connection():
     assert harness.aborts == ["no answer to sys.ping"]
     harness.drop(1006)
     assert harness.states[-1].state == "reconnecting"
+
+
+def test_calls_queued_before_the_first_session_are_sent_once():
+    """A join and a presence made before the first welcome go out once each."""
+    harness = CoreHarness().start()
+    harness.core.join("arena", {"x": 1})
+    harness.core.set_presence({"status": "away"})
+    harness.open()
+    assert len(harness.requests("state.join")) == 1
+    assert len(harness.requests("presence.set")) == 1

@@ -259,9 +259,14 @@ class ClientCore:
         return self.call("pubsub.unsubscribe", {"topic": topic}, now)
 
     def set_presence(self, params: dict[str, Any], now: float | None = None) -> Call:
-        """``presence.set``, remembered to be set again on a fresh session."""
-        self._presence = dict(params)
-        return self.call("presence.set", params, now)
+        """``presence.set``; once accepted, set again on a fresh session."""
+        call = self.call("presence.set", params, now)
+        call.add_done_callback(lambda done: self._presence_set(done, dict(params)))
+        return call
+
+    def _presence_set(self, call: Call, params: dict[str, Any]) -> None:
+        if call.error is None:
+            self._presence = params
 
     def join(
         self, zone: str, fields: dict[str, Any] | None = None, now: float | None = None
@@ -576,7 +581,9 @@ class ClientCore:
             call.add_done_callback(lambda c, topic=topic: self._subscribed(topic, c))
         if self._presence is not None:
             self._internal("presence.set", self._presence)
-        if self._join is not None:
+        # Only what the old session had accepted: a join still in the queue
+        # goes out by itself.
+        if self._join is not None and self.view.joined_zone is not None:
             self._internal("state.join", self._join_params()).add_done_callback(
                 self._joined
             )
