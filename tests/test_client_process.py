@@ -476,3 +476,46 @@ def test_a_silent_link_is_detected_by_pings_and_resumed(driver, memory_gateway, 
         await publisher.close()
 
     return driver.run(scenario)
+
+
+def test_prediction_converges_after_the_gateway_corrects(driver, gateways):
+    """Too fast for max_speed: the gateway corrects; the prediction ends on its x."""
+    zones = {
+        "track": {
+            "position": ["x", "y"],
+            "max_speed": 5,
+            "speed_burst_s": 0.1,
+            "fields": {
+                "x": {"type": "number", "quantum": 0.01},
+                "y": {"type": "number", "quantum": 0.01},
+            },
+        }
+    }
+    gateway = gateways("gw-track", zones=zones)
+
+    def move(fields, dx):
+        return {**fields, "x": round(fields["x"] + dx, 2), "y": fields["y"]}
+
+    async def scenario(d):
+        runner = d.client(gateway.url, Tokens("runner"))
+        judge = d.client(gateway.url, Tokens("judge"))
+        await runner.start()
+        await judge.start()
+        await runner.join("track", {"x": 0, "y": 0})
+        await judge.join("track", {"x": 0, "y": 0})
+        await until(d, lambda: "player.runner" in runner.mirror, what="snapshot")
+        predictor = runner.predict_with(move)
+        for _ in range(30):
+            runner.input(2.0)  # 120 units/s against a max_speed of 5
+            await d.sleep(1 / 60)
+        await until(d, lambda: not predictor.pending, what="every ack")
+        server_x = lambda: judge.mirror["player.runner"][1]["x"]  # noqa: E731
+        await until(
+            d, lambda: server_x() == predictor.predicted["x"], what="convergence"
+        )
+        assert predictor.corrections > 0
+        assert 0 < predictor.predicted["x"] < 30 * 2.0
+        await runner.close()
+        await judge.close()
+
+    return driver.run(scenario)
