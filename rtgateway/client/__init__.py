@@ -7,9 +7,10 @@ timers for it. Of the server, this package imports only ``rtgateway.wire``
 and the sans-io state mirror and view hash.
 """
 
+from rtgateway.client.actions import ConnectionState, Event
 from rtgateway.client.backoff import ReconnectPolicy
 from rtgateway.client.calls import HIGH, LOW, NORMAL, Call
-from rtgateway.client.core import ClientCore, ConnectionState, Event
+from rtgateway.client.core import ClientCore
 from rtgateway.client.errors import (
     CallTimeout,
     ClientClosed,

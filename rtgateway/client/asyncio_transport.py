@@ -24,8 +24,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from rtgateway.client.actions import ConnectionState
 from rtgateway.client.calls import Call
-from rtgateway.client.core import ConnectionState
 from rtgateway.client.facade import ClientBase, TokenProvider
 from rtgateway.client.options import ClientOptions
 

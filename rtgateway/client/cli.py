@@ -22,8 +22,8 @@ import os
 import sys
 from typing import Any
 
+from rtgateway.client.actions import ConnectionState, Event
 from rtgateway.client.backoff import ReconnectPolicy
-from rtgateway.client.core import ConnectionState, Event
 from rtgateway.client.errors import RemoteError
 from rtgateway.client.options import ClientOptions
 

@@ -2,8 +2,8 @@
 
 Transports feed it what happened (a connection opened, a frame arrived, the
 connection closed, a timer fired), each with the current time as a float,
-and carry out what it asks for: :class:`Connect`, :class:`Send`,
-:class:`Disconnect`, :class:`Abort` and :class:`RefreshToken` actions, taken with
+and carry out what it asks for: the actions of
+:mod:`rtgateway.client.actions`, taken with
 :meth:`ClientCore.take_actions`, and one timer at
 :meth:`ClientCore.next_deadline`. So the reconnect schedule, the queue
 order, resume, deduplication and state sync are tested on a fake clock,
@@ -22,9 +22,17 @@ import heapq
 import itertools
 import logging
 import random
-from dataclasses import dataclass
 from typing import Any
 
+from rtgateway.client.actions import (
+    Abort,
+    Connect,
+    ConnectionState,
+    Disconnect,
+    Event,
+    RefreshToken,
+    Send,
+)
 from rtgateway.client.backoff import FINAL_CLOSE_CODES, advised_delay
 from rtgateway.client.calls import HIGH, NORMAL, Call
 from rtgateway.client.dispatch import Dispatcher, FrameLog, Handler
@@ -53,82 +61,6 @@ STATE_PUSHES = frozenset({"state.snapshot", "state.delta", "state.check"})
 #: HTTP statuses at the upgrade that another gateway may not give.
 FAILOVER_STATUSES = frozenset({429, 502, 503, 504})
 UNAUTHORIZED = 401
-
-
-@dataclass(frozen=True, slots=True)
-class Connect:
-    """Open a WebSocket to ``url`` (asking the token provider first)."""
-
-    url: str
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Write one frame (binary for CBOR, text for JSON)."""
-
-    data: bytes
-    binary: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnect:
-    """Close the WebSocket with ``code`` and ``reason``."""
-
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Abort:
-    """Drop the connection without a closing handshake (it is dead)."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshToken:
-    """Ask the token provider for a new token, then call :meth:`ClientCore.refresh`."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionState:
-    """A change of the connection's state, as handlers of ``client.state`` see it.
-
-    ``state`` is ``connecting``, ``open``, ``reconnecting`` (``attempt`` and
-    the ``delay`` before it) or ``closed`` (``code``: the close code, or the
-    HTTP status of a refused upgrade; ``reason``).
-    """
-
-    state: str
-    url: str | None = None
-    attempt: int = 0
-    delay: float | None = None
-    code: int | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A notification from the gateway, as handlers receive it."""
-
-    type: str
-    params: Any
-
-    @property
-    def topic(self) -> str | None:
-        return self.params.get("topic") if isinstance(self.params, dict) else None
-
-    @property
-    def data(self) -> Any:
-        return self.params.get("data") if isinstance(self.params, dict) else None
-
-    @property
-    def offset(self) -> int | None:
-        return self.params.get("offset") if isinstance(self.params, dict) else None
-
-    @property
-    def sender(self) -> str | None:
-        return self.params.get("from") if isinstance(self.params, dict) else None
 
 
 class ClientCore:

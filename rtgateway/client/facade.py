@@ -13,16 +13,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from rtgateway.client.calls import NORMAL, Call
-from rtgateway.client.core import (
+from rtgateway.client.actions import (
     Abort,
-    ClientCore,
     Connect,
     ConnectionState,
     Disconnect,
     RefreshToken,
     Send,
 )
+from rtgateway.client.calls import NORMAL, Call
+from rtgateway.client.core import ClientCore
 from rtgateway.client.dispatch import Handler, LoggedFrame
 from rtgateway.client.options import ClientOptions
 from rtgateway.client.prediction import Apply, Predictor

@@ -13,7 +13,7 @@ import random
 from typing import Any
 
 from rtgateway.client import ClientCore, ClientOptions
-from rtgateway.client.core import Abort, Connect, Disconnect, RefreshToken, Send
+from rtgateway.client.actions import Abort, Connect, Disconnect, RefreshToken, Send
 
 
 def welcome(session: str = "s1", token: str = "r1") -> dict[str, Any]:

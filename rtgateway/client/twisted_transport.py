@@ -16,8 +16,8 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.python.failure import Failure
 
+from rtgateway.client.actions import ConnectionState
 from rtgateway.client.calls import Call
-from rtgateway.client.core import ConnectionState
 from rtgateway.client.facade import ClientBase, TokenProvider
 from rtgateway.client.options import ClientOptions
 
