@@ -89,6 +89,48 @@ def test_a_refused_call_prints_the_error_and_exits_1(gateway):
 
 
 @pytest.mark.integration
+def test_watch_prints_presence_then_its_changes(gateway):
+    """--watch prints the watched players' presence, then their changes."""
+    watcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rtgateway.client",
+            "--url",
+            gateway.url,
+            "--token",
+            token_for(TOKENS, "dora"),
+            "--watch",
+            "eve",
+            "--duration",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = json.loads(watcher.stdout.readline())
+        assert first["presence"]["players"]["eve"]["status"] == "offline"
+        code, _, _, stderr = run_cli(
+            "--url",
+            gateway.url,
+            "--token",
+            token_for(TOKENS, "eve"),
+            "--call",
+            "presence.set",
+            "--params",
+            '{"status": "away"}',
+        )
+        assert code == 0, stderr
+        out, _ = watcher.communicate(timeout=30)
+    finally:
+        watcher.kill()
+    changes = [json.loads(text) for text in out.splitlines()]
+    statuses = [c["params"]["data"]["status"] for c in changes if "event" in c]
+    assert "away" in statuses and watcher.returncode == 0
+
+
+@pytest.mark.integration
 def test_join_prints_state_rates(gateway):
     """--join prints the join result, then a stats line every --every seconds."""
     code, lines, _, stderr = run_cli(
