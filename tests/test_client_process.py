@@ -111,6 +111,13 @@ class Tokens:
         return token_for(TOKENS, self.sub, **claims)
 
 
+class AsyncTokens(Tokens):
+    """The same provider as a coroutine function, as a login service call is."""
+
+    async def __call__(self):
+        return super().__call__()
+
+
 def record(client):
     """Keep every chat.line offset and every connection state change."""
     seen, states = [], []
@@ -195,11 +202,11 @@ def test_drop_and_resume_loses_and_duplicates_nothing(driver, memory_gateway):
 
 
 def test_token_refresh_without_reconnect(driver, gateways):
-    """session.expiring: the provider is asked again and session.refresh sent."""
+    """session.expiring: the (async) provider is asked again, session.refresh sent."""
     gateway = gateways("gw-refresh", session={"token_expiry_warning_s": 29.5})
 
     async def scenario(d):
-        tokens = Tokens("alice", first_claims={"ttl_s": 30})
+        tokens = AsyncTokens("alice", first_claims={"ttl_s": 30})
         client = d.client(gateway.url, tokens)
         _, states = record(client)
         await client.start()
@@ -517,5 +524,31 @@ def test_prediction_converges_after_the_gateway_corrects(driver, gateways):
         assert 0 < predictor.predicted["x"] < 30 * 2.0
         await runner.close()
         await judge.close()
+
+    return driver.run(scenario)
+
+
+def test_401_asks_the_provider_once_more_then_stops(driver, memory_gateway):
+    """A refused token: one more token is asked for; a second 401 closes."""
+
+    async def scenario(d):
+        asked = []
+
+        def expired_once():
+            asked.append(1)
+            if len(asked) == 1:
+                return token_for(TOKENS, "liam", ttl_s=60, now=time.time() - 3600)
+            return token_for(TOKENS, "liam")
+
+        client = d.client(memory_gateway.url, expired_once)
+        await client.start()
+        assert len(asked) == 2
+        await client.close()
+
+        refused = d.client(memory_gateway.url, lambda: "not.a.jwt")
+        with pytest.raises(ConnectionError, match="401"):
+            await refused.start()
+        final = await refused.when_closed()
+        assert (final.state, final.code) == ("closed", 401)
 
     return driver.run(scenario)
