@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import signal
 import time
 
@@ -51,9 +52,11 @@ class TwistedDriver:
         """A Deferred, which the test returns for pytest-twisted to wait on."""
         return defer.ensureDeferred(scenario(self))
 
-    def client(self, urls, token, **options):
+    def client(self, urls, token, rng=None, **options):
         options.setdefault("reconnect", FAST)
-        return TwistedClient(urls, token, ClientOptions(**options), reactor=reactor)
+        return TwistedClient(
+            urls, token, ClientOptions(**options), reactor=reactor, rng=rng
+        )
 
     async def sleep(self, seconds):
         await task.deferLater(reactor, seconds, lambda: None)
@@ -70,9 +73,9 @@ class AsyncioDriver:
     def run(self, scenario):
         return asyncio.run(scenario(self))
 
-    def client(self, urls, token, **options):
+    def client(self, urls, token, rng=None, **options):
         options.setdefault("reconnect", FAST)
-        return AsyncioClient(urls, token, ClientOptions(**options))
+        return AsyncioClient(urls, token, ClientOptions(**options), rng=rng)
 
     async def sleep(self, seconds):
         await asyncio.sleep(seconds)
@@ -550,5 +553,28 @@ def test_401_asks_the_provider_once_more_then_stops(driver, memory_gateway):
             await refused.start()
         final = await refused.when_closed()
         assert (final.state, final.code) == ("closed", 401)
+
+    return driver.run(scenario)
+
+
+def test_a_full_gateway_503_fails_over_to_the_other(driver, gateways):
+    """The first pick answers 503 (at its cap): the client goes to the other."""
+    full = gateways("gw-full", limits={"max_connections": 1})
+    free = gateways("gw-free")
+
+    async def scenario(d):
+        occupant = d.client(full.url, Tokens("max"))
+        await occupant.start()
+        # Seeded so that the full gateway is picked first.
+        client = d.client([full.url, free.url], Tokens("nora"), rng=random.Random(1))
+        states = []
+        client.on("client.state", states.append)
+        await client.start()
+        assert client.core.welcome["gateway_id"] == "gw-free"
+        assert states[0].url == full.url
+        assert (states[1].state, states[1].delay) == ("reconnecting", 0.0)
+        assert client.stats()["last_connect_error"].startswith("HTTP 503")
+        await client.close()
+        await occupant.close()
 
     return driver.run(scenario)
