@@ -131,6 +131,7 @@ FIGURES = {
     "checks": "checks verified",
     "moving_pct": "players moving %",
     "inputs_per_s": "inputs/s",
+    "applied_per_s": "inputs/s taken by the gateway",
     "deltas_per_s": "deltas/s received",
     "server_cpu_cores": "gateway CPU cores",
     "server_core_busy_pct": "gateway's core busy %",
@@ -158,6 +159,7 @@ RAMP_FIGURES = {
             "all_delta_Bps",
             "desyncs",
             "inputs_per_s",
+            "applied_per_s",
             "server_cpu_cores",
             "server_core_busy_pct",
             "server_core_steal_pct",
@@ -220,6 +222,7 @@ def state_metrics(gateway: Any) -> dict[str, Any]:
         "overruns": 0.0,
         "ticks": 0.0,
         "messages": 0.0,
+        "applied": 0.0,
     }
     names = {
         "rtgateway_state_tick_seconds_count": "count",
@@ -230,6 +233,13 @@ def state_metrics(gateway: Any) -> dict[str, Any]:
     }
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
+            if (
+                sample.name == "rtgateway_messages_in_total"
+                and sample.labels.get("method") == "state.update"
+            ):
+                # Inputs the gateway has read, against those the load sent:
+                # past its capacity the rest wait in the sockets' buffers.
+                found["applied"] = sample.value
             if sample.labels.get("zone") != ZONE:
                 continue
             if sample.name == "rtgateway_state_tick_seconds_bucket":
@@ -477,6 +487,7 @@ def _figures(
     due = FAST_HZ * wall
     figures["overrun_pct"] = 100.0 * gateway["overruns"] / due
     figures["ticks_per_s"] = gateway["ticks"] / wall
+    figures["applied_per_s"] = gateway["applied"] / wall
     figures["over_frame_pct"] = (
         100.0 * figures["ticks_over_frame"] / count if count else 0
     )
