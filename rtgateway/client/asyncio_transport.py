@@ -23,6 +23,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from rtgateway.client.actions import ConnectionState
 from rtgateway.client.calls import Call
@@ -114,7 +115,7 @@ class AsyncioClient(ClientBase):
             ws = await connect(
                 url,
                 additional_headers={"Authorization": f"Bearer {token}"},
-                subprotocols=self.options.subprotocols,
+                subprotocols=[Subprotocol(p) for p in self.options.subprotocols],
                 open_timeout=self.options.connect_timeout_s,
                 close_timeout=5,
                 max_size=None,

@@ -18,6 +18,7 @@ and the queued calls go out in priority order.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -510,7 +511,7 @@ class ClientCore:
             if held is not None:
                 params["since"] = held.to_wire()
             call = self._internal("pubsub.subscribe", params)
-            call.add_done_callback(lambda c, topic=topic: self._subscribed(topic, c))
+            call.add_done_callback(functools.partial(self._subscribed, topic))
         if self._presence is not None:
             self._internal("presence.set", self._presence)
         # Only what the old session had accepted: a join still in the queue

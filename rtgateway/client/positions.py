@@ -96,7 +96,11 @@ class Positions:
         """Whether a topic event is new, a duplicate or after a gap; moves on."""
         topic = params.get("topic")
         offset, epoch = params.get("offset"), params.get("epoch")
-        if not isinstance(offset, int) or not isinstance(epoch, str):
+        if (
+            not isinstance(topic, str)
+            or not isinstance(offset, int)
+            or not isinstance(epoch, str)
+        ):
             return NEW
         held = self._topics.get(topic)
         if held is None or topic in self._unanchored:

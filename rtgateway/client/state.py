@@ -32,7 +32,7 @@ class StateView:
     ) -> None:
         self._configured_delay = interpolation_delay_s
         self.mirror = Mirror()
-        self.fast_hz = DEFAULT_FAST_HZ
+        self.fast_hz: float = DEFAULT_FAST_HZ
         self.interpolator = Interpolator(
             self._delay(), max_extrapolation_s=max_extrapolation_s
         )

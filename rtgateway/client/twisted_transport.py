@@ -50,6 +50,8 @@ class _Protocol(WebSocketClientProtocol):
 
 class _Factory(WebSocketClientFactory):
     protocol = _Protocol
+    #: The client this connection attempt belongs to, set before connecting.
+    client: TwistedClient
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         self.client._tcp_failed(self, reason.getErrorMessage())
@@ -77,7 +79,7 @@ class TwistedClient(ClientBase):
         self._connector: Any = None
         self._ws: _Protocol | None = None
         self._started: Deferred | None = None
-        self._closed: Deferred = Deferred()
+        self._closed: Deferred[ConnectionState] = Deferred()
         super().__init__(urls, token, options, **kwargs)
 
     # -- the application's part -------------------------------------------------------
@@ -102,8 +104,13 @@ class TwistedClient(ClientBase):
 
     def when_closed(self) -> Deferred:
         """Fires with the final :class:`ConnectionState` once closed for good."""
-        d: Deferred = Deferred()
-        self._closed.addBoth(lambda result: (d.callback(result), result)[1])
+        d: Deferred[ConnectionState] = Deferred()
+
+        def relay(result: ConnectionState | Failure) -> ConnectionState | Failure:
+            d.callback(result)
+            return result
+
+        self._closed.addBoth(relay)
         return d
 
     # -- the transport's part ---------------------------------------------------------
@@ -125,9 +132,16 @@ class TwistedClient(ClientBase):
         d = maybeDeferred(self._token_provider)
         d.addCallback(_awaited)
         d.addCallback(lambda token: self._connect(url, token))
-        d.addErrback(lambda failure: self._open_failed(failure.value))
+        d.addErrback(self._token_failed)
+
+    def _token_failed(self, failure: Failure) -> None:
+        self._open_failed(_error(failure))
 
     def _connect(self, url: str, token: str) -> None:
+        parts = urlsplit(url)
+        host = parts.hostname
+        if not host:
+            raise ValueError(f"no host in {url!r}")
         factory = _Factory(
             url,
             protocols=self.options.subprotocols,
@@ -141,18 +155,17 @@ class TwistedClient(ClientBase):
         factory.client = self
         self._factory = factory
         self._ws = None
-        parts = urlsplit(url)
         timeout = self.options.connect_timeout_s
         if parts.scheme == "wss":
             from twisted.internet.ssl import optionsForClientTLS
 
-            tls = optionsForClientTLS(parts.hostname)
+            tls = optionsForClientTLS(host)
             self._connector = self._reactor.connectSSL(
-                parts.hostname, parts.port or 443, factory, tls, timeout=timeout
+                host, parts.port or 443, factory, tls, timeout=timeout
             )
         else:
             self._connector = self._reactor.connectTCP(
-                parts.hostname, parts.port or 80, factory, timeout=timeout
+                host, parts.port or 80, factory, timeout=timeout
             )
 
     def _send(self, data: bytes, binary: bool) -> None:
@@ -171,7 +184,10 @@ class TwistedClient(ClientBase):
     def _refresh_token(self) -> None:
         d = maybeDeferred(self._token_provider)
         d.addCallback(_awaited)
-        d.addCallbacks(self._refresh_with, lambda f: self._refresh_failed(f.value))
+        d.addCallbacks(self._refresh_with, self._refresh_token_failed)
+
+    def _refresh_token_failed(self, failure: Failure) -> None:
+        self._refresh_failed(_error(failure))
 
     def _wrap(self, call: Call) -> Deferred:
         d: Deferred = Deferred()
@@ -226,6 +242,13 @@ class TwistedClient(ClientBase):
         if factory is self._factory:
             self._factory = None
             self._ws_failed(None, reason)
+
+
+def _error(failure: Failure) -> BaseException:
+    """The exception a Failure carries (one made of its message if none)."""
+    if failure.value is not None:
+        return failure.value
+    return RuntimeError(failure.getErrorMessage())
 
 
 def _awaited(token: Any) -> Any:
