@@ -174,6 +174,29 @@ def test_resume_replays_every_missed_event_once_in_order(tmp_path):
     all_runs_error_free(document)
 
 
+def test_client_compares_both_transports_with_raw_websockets(tmp_path):
+    """client: calls/s, events/s and reconnect-to-resumed for both transports,
+    each with its ratio to raw websockets; every drop resumed."""
+    document = run_bench("client", tmp_path)
+    ping, events, reconnect = document["cases"]
+    assert ping["params"]["window"] == events["params"]["window"]
+    targets = {"rtgateway twisted", "rtgateway asyncio", "websockets"}
+    for case in document["cases"]:
+        assert set(case["summary"]) == targets
+        assert case["reference"] == "websockets"
+        assert set(case["ratio"]) == targets - {"websockets"}
+    for target in targets:
+        ping_summary, event_summary, reconnect_summary = figures(document, target)
+        assert_positive(ping_summary, "messages_per_s")
+        assert_positive(event_summary, "messages_per_s")
+        assert_positive(reconnect_summary, "resumed_p50_ms", "resumed_p99_ms")
+        (run,) = reconnect["runs"][target]
+        assert run["resumed"] == reconnect["params"]["drops"]
+        (run,) = events["runs"][target]
+        assert 0 < run["messages"] <= run["published"]
+    all_runs_error_free(document)
+
+
 def test_presence_times_changes_and_zone_pages(tmp_path):
     """presence measures change latency to watchers and a zone walk."""
     document = run_bench("presence", tmp_path)

@@ -22,6 +22,7 @@ SCENARIOS = {
     "presence": "bench.scenarios.presence",
     "state": "bench.scenarios.state",
     "soak": "bench.scenarios.soak",
+    "client": "bench.scenarios.client",
 }
 
 
