@@ -79,25 +79,8 @@ class SessionAnalytics:
         self, session: Any, reason: str, close_code: int | None, now_ms: int
     ) -> dict[str, Any]:
         """Log and count one ended session; returns the record."""
-        stats = {name: int(session.stats.get(name, 0)) for name in STAT_NAMES}
-        rtt = (
-            stats["rtt_total_us"] / stats["rtt_count"] / 1e6
-            if stats["rtt_count"]
-            else None
-        )
-        record = {
-            "session_id": session.session_id,
-            "player_id": session.player_id,
-            "duration_s": max(0, now_ms - session.created_ms) / 1000,
-            "reconnects": stats["resumes"],
-            "messages_in": stats["messages_in"],
-            "messages_out": stats["messages_out"],
-            "bytes_in": stats["bytes_in"],
-            "bytes_out": stats["bytes_out"],
-            "avg_rtt_ms": None if rtt is None else round(rtt * 1000, 3),
-            "close_code": close_code,
-            "reason": reason,
-        }
+        record = summarize(session, reason, close_code, now_ms)
+        stats = session_stats(session)
         self.log.info(
             "session {session_id} of {player_id} ended ({reason}) after {duration_s}s",
             session_analytics=record,
@@ -108,6 +91,41 @@ class SessionAnalytics:
         for direction in ("in", "out"):
             self.messages.labels(direction).observe(stats[f"messages_{direction}"])
             self.bytes.labels(direction).observe(stats[f"bytes_{direction}"])
-        if rtt is not None:
-            self.rtt.observe(rtt)
+        if stats["rtt_count"]:
+            self.rtt.observe(stats["rtt_total_us"] / stats["rtt_count"] / 1e6)
         return record
+
+
+def session_stats(session: Any) -> dict[str, int]:
+    """Every counter of :data:`STAT_NAMES` a session record holds (0 if absent)."""
+    return {name: int(session.stats.get(name, 0)) for name in STAT_NAMES}
+
+
+def summarize(
+    session: Any, reason: str | None, close_code: int | None, now_ms: int
+) -> dict[str, Any]:
+    """A session's analytics record as of ``now_ms``, without logging or counting.
+
+    The same shape serves a session that ended (with its ``reason`` and
+    ``close_code``) and one still live, for services that ask how it is
+    going so far (``reason`` and ``close_code`` None).
+    """
+    stats = session_stats(session)
+    rtt_ms = (
+        round(stats["rtt_total_us"] / stats["rtt_count"] / 1000, 3)
+        if stats["rtt_count"]
+        else None
+    )
+    return {
+        "session_id": session.session_id,
+        "player_id": session.player_id,
+        "duration_s": max(0, now_ms - session.created_ms) / 1000,
+        "reconnects": stats["resumes"],
+        "messages_in": stats["messages_in"],
+        "messages_out": stats["messages_out"],
+        "bytes_in": stats["bytes_in"],
+        "bytes_out": stats["bytes_out"],
+        "avg_rtt_ms": rtt_ms,
+        "close_code": close_code,
+        "reason": reason,
+    }

@@ -33,6 +33,7 @@ from rtgateway.backends import build_backends
 from rtgateway.components.presence import PresenceComponent
 from rtgateway.components.procedures import ProceduresComponent
 from rtgateway.components.pubsub import PubSubComponent
+from rtgateway.components.session_data import SessionDataComponent
 from rtgateway.components.sessions import SessionsComponent
 from rtgateway.components.state import StateComponent
 from rtgateway.components.system import SystemComponent
@@ -172,6 +173,16 @@ class Gateway(MultiService):
             metrics=StateMetrics(self.metrics.registry),
             resume_window_s=config.session.resume_window_s,
         )
+        self.session_data = SessionDataComponent(
+            router=self.router,
+            broker=self.broker,
+            events=self.events,
+            sessions=self.sessions,
+            presence=self.backends.presence,
+            session_store=self.backends.sessions,
+            config=config,
+            clock=reactor,
+        )
         self.procedures = ProceduresComponent(
             router=self.router,
             broker=self.broker,
@@ -214,6 +225,7 @@ class Gateway(MultiService):
             self.pubsub,
             self.presence,
             self.state,
+            self.session_data,
             self.procedures,
             self.system,
         ]

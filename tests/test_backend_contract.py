@@ -604,6 +604,23 @@ async def test_online_while_any_session_lives(harness):
 
 
 @pytest_twisted.ensureDeferred
+async def test_sessions_lists_live_sessions_and_their_gateways(harness):
+    """sessions(): the player's sessions until they end, each on its latest gateway."""
+    presence = harness.backends.presence
+    assert await presence.sessions("p1") == {}
+    await presence.connect("p1", "s1", "gw-a")
+    await presence.connect("p1", "s2", "gw-a")
+    await presence.connect("p1", "s2", "gw-b")
+    await presence.connect("p2", "s3", "gw-a")
+    assert await presence.sessions("p1") == {"s1": "gw-a", "s2": "gw-b"}
+    await presence.disconnect("p1", "s1", 1000)
+    assert await presence.sessions("p1") == {"s2": "gw-b"}
+    await presence.disconnect("p1", "s2", 2000)
+    assert await presence.sessions("p1") == {}
+    assert await presence.sessions("p2") == {"s3": "gw-a"}
+
+
+@pytest_twisted.ensureDeferred
 async def test_disconnect_of_unknown_session_changes_nothing(harness):
     """Ending a session the store never saw leaves every player as it was."""
     presence = harness.backends.presence

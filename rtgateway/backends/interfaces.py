@@ -280,6 +280,15 @@ class IPresenceStore(Interface):
         gateway (a reaper must not end a session that resumed elsewhere).
         """
 
+    def sessions(player_id):
+        """Fires with ``{session_id: gateway_id}`` of the player's live sessions.
+
+        Live means not ended: detached sessions still in their resume window
+        are listed, on the gateway that last held them. This is the one
+        cluster-wide index from a player to its sessions, so services can
+        look them up (``session.get``) without a scan.
+        """
+
     def update(player_id, changes, now_ms):
         """Apply ``changes`` (status, zone, region, activity): a PresenceChange.
 

@@ -91,6 +91,9 @@ class MemoryPresenceStore:
             after = replace(after, last_seen_ms=last_seen_ms)
         return succeed(self._store(before, after))
 
+    def sessions(self, player_id: str) -> Deferred:
+        return succeed(dict(self._hub.sessions.get(player_id, {})))
+
     def update(self, player_id: str, changes: dict[str, Any], now_ms: int) -> Deferred:
         before = self._record(player_id)
         after = replace(before, **changes)

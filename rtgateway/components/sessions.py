@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from rtgateway.analytics import SessionAnalytics
+from rtgateway.analytics import SessionAnalytics, summarize
 from rtgateway.auth import AuthenticationFailed, Authenticator
 from rtgateway.backends.interfaces import IBackends, Position, SessionRecord
 from rtgateway.backends.keys import CONTROL_CHANNEL, gateway_channel
@@ -137,6 +137,7 @@ class SessionsComponent(Service):
         self._config = config
         self._clock = clock
         self._store = backends.sessions
+        self._presence = backends.presence
         self._bus = backends.bus
         self._broker = broker
         self._authenticator = authenticator
@@ -212,9 +213,12 @@ class SessionsComponent(Service):
     def add_listener(self, listener: Any) -> None:
         """Tell ``listener`` of sessions attached, detached and ended.
 
-        Each of ``session_attached(local)``, ``session_detached(local)``,
+        Each of ``session_attached(local)``, ``session_started(local)``
+        (a new session, not a resumed one), ``session_detached(local)``,
         ``connection_detached(local)`` (the connection is gone, whether or
-        not the session lives on), ``session_ended(record, reason)`` and
+        not the session lives on), ``session_ended(record, reason)``,
+        ``session_recorded(record, analytics)`` (the analytics record of
+        every session that ended, replaced ones included) and
         ``session_resumed(local, record)`` (a coroutine, awaited before the
         resume is answered) is called when the listener has it.
         """
@@ -227,8 +231,10 @@ class SessionsComponent(Service):
     def orphaned(self, gateway_id: str, session_id: str) -> Deferred:
         """A session its dead gateway left attached: detach it, so it expires.
 
-        It stays resumable for the resume window; after that the store
-        forgets it, instead of keeping it attached to nobody for ever.
+        It stays resumable for the resume window; after that this gateway
+        ends it (analytics, listeners, services' ``session.ended``) as its
+        own gateway would have, and the store forgets it, instead of keeping
+        it attached to nobody for ever.
         """
         return self._track(
             Deferred.fromCoroutine(self._detach_orphan(gateway_id, session_id))
@@ -239,13 +245,46 @@ class SessionsComponent(Service):
         if record is None or record.gateway_id != gateway_id or not record.attached:
             return
         window_ms = int(self._config.session.resume_window_s * 1000) + STORE_GRACE_MS
-        await self._store.detach(
-            session_id, record.connection_id, self._now_ms(), window_ms
+        now_ms = self._now_ms()
+        detached = await self._store.detach(
+            session_id, record.connection_id, now_ms, window_ms
         )
+        if detached:
+            self._expiries[session_id] = self._clock.callLater(
+                self._config.session.resume_window_s,
+                self._expire_orphan,
+                session_id,
+                now_ms,
+            )
+
+    def _expire_orphan(self, session_id: str, detached_ms: int) -> None:
+        self._expiries.pop(session_id, None)
+        d = self._track(
+            Deferred.fromCoroutine(self._end_orphan(session_id, detached_ms))
+        )
+        d.addErrback(self._log_failure, "expiring session {own}", session_id)
+
+    async def _end_orphan(self, session_id: str, detached_ms: int) -> None:
+        """End an orphan that nobody resumed within its resume window.
+
+        A gateway that was only stalled, not dead, puts the sessions it still
+        holds back into presence when it wakes up: those live on there and
+        are not ended under it.
+        """
+        record = await self._store.load(session_id)
+        if record is None or record.attached or record.detached_ms != detached_ms:
+            return
+        if session_id in await self._presence.sessions(record.player_id):
+            return
+        await self._end(session_id, "expired", None, None)
 
     def all_local(self) -> list[LocalSession]:
         """Every session attached to a connection of this gateway."""
         return list(self._by_connection.values())
+
+    def by_connection_id(self, connection_id: str) -> LocalSession | None:
+        """The session a connection of this gateway holds, by the connection's id."""
+        return self._by_connection.get(connection_id)
 
     def sessions_of(self, player_id: str) -> list[LocalSession]:
         """The sessions of a player attached here."""
@@ -270,6 +309,7 @@ class SessionsComponent(Service):
             record.session_id, record.player_id, now_ms, connection=connection
         )
         self._adopt(local)
+        self._notify("session_started", local)
         return self._welcome(local, resume_token, now_ms)
 
     def _adopt(self, local: LocalSession) -> None:
@@ -353,8 +393,9 @@ class SessionsComponent(Service):
         record = await self._store.end(session_id)
         if record is None:
             return
-        self._analytics.record(record, reason, close_code, self._now_ms())
+        analytics = self._analytics.record(record, reason, close_code, self._now_ms())
         self._notify("session_ended", record, reason)
+        self._notify("session_recorded", record, analytics)
 
     # -- methods -------------------------------------------------------------------
 
@@ -432,6 +473,10 @@ class SessionsComponent(Service):
         replaced = await self._store.end(fresh.session_id)
         if replaced is not None:
             self._notify("session_ended", replaced, "replaced")
+            # Not counted in the metrics (it was never a session of its own
+            # to the player), but it did start: followers see it end.
+            analytics = summarize(replaced, "replaced", None, self._now_ms())
+            self._notify("session_recorded", replaced, analytics)
         self.log.info(
             "session {session_id} resumed by connection {connection_id}",
             session_id=record.session_id,

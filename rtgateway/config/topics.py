@@ -34,8 +34,9 @@ MAX_EVENT_TYPE_LENGTH = 128
 RESERVED_EVENT_PREFIXES = (
     "rpc.", "sys.", "session.", "state.", "pubsub.", "admin.", "presence.",
 )  # fmt: skip
-#: Built by the presence component; the configuration may not redefine them.
-RESERVED_NAMESPACES = ("presence", "zone")
+#: Built by the gateway's components (presence, session data); the
+#: configuration may not redefine them.
+RESERVED_NAMESPACES = ("presence", "zone", "session")
 RESERVED_EVENT_TYPES = ("zone.joined", "zone.left")
 _EVENT_KEYS = frozenset({"schema", "version", "delivery", "priority"})
 
@@ -76,7 +77,7 @@ def parse_topics(raw: Any) -> Mapping[str, TopicConfig]:
         if not NAMESPACE_PATTERN.fullmatch(namespace):
             raise Invalid(dotted, "a namespace is 1 to 64 letters, digits, _ or -")
         if namespace in RESERVED_NAMESPACES:
-            raise Invalid(dotted, "this namespace is built in (presence); remove it")
+            raise Invalid(dotted, "this namespace is built in; remove it")
         topics[namespace] = section(TopicConfig, table, dotted)
     return MappingProxyType(topics)
 

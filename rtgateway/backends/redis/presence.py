@@ -375,6 +375,14 @@ class RedisPresenceStore:
         call = self._client.evaluate(DISCONNECT, keys, args)
         return call.addCallback(_change, player_id)
 
+    def sessions(self, player_id: str) -> Deferred:
+        call = self._client.execute("HGETALL", presence_sessions_key(player_id))
+        return call.addCallback(
+            lambda flat: {
+                flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)
+            }
+        )
+
     def update(self, player_id: str, changes: dict[str, Any], now_ms: int) -> Deferred:
         # Checked here, before any round trip: the script would store any
         # field, and a None status would read back as "online".
