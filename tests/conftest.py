@@ -1,10 +1,12 @@
-"""Shared fixtures: a gateway with clients in memory, on a task.Clock."""
+"""Shared fixtures: a gateway with clients in memory, on a task.Clock, and
+one real redis-server per test module for the process tests."""
 
 from __future__ import annotations
 
 import pytest
 
 from rtgateway.testing import MemoryGateway, make_config
+from rtgateway.testing.redis import RedisServer
 
 
 @pytest.fixture
@@ -28,3 +30,11 @@ def make_memory_gateway():
     yield build
     for gateway in started:
         gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    """One real redis-server for the module."""
+    server = RedisServer().start()
+    yield server
+    server.close()

@@ -21,7 +21,6 @@ from rtgateway.client.asyncio_transport import AsyncioClient
 from rtgateway.client.twisted_transport import TwistedClient
 from rtgateway.testing import GatewayProcess, make_config, token_for
 from rtgateway.testing.netsim import NetSimProcess
-from rtgateway.testing.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -149,13 +148,6 @@ def gateways(tmp_path):
     yield start
     for process in started:
         process.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    server = RedisServer().start()
-    yield server
-    server.close()
 
 
 def test_calls_and_typed_errors(driver, memory_gateway):

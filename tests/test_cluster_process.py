@@ -19,7 +19,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from rtgateway.testing import GatewayProcess, make_config, token_for
-from rtgateway.testing.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -152,14 +151,6 @@ class Publisher(threading.Thread):
         self.player.close()
         assert not self.errors, self.errors
         return self.published
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    """One real redis-server for the module."""
-    server = RedisServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

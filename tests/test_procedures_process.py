@@ -15,7 +15,6 @@ import pytest
 from websockets.sync.client import connect
 
 from rtgateway.testing import GatewayProcess, make_config, token_for
-from rtgateway.testing.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -55,14 +54,6 @@ class Peer:
 
     def close(self) -> None:
         self.ws.close()
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    """One real redis-server for the module."""
-    server = RedisServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture
