@@ -82,6 +82,8 @@ class RedisClient:
         self._protocol: Any = None  # the live connection, once there is one
         self._was_up = False
         self._up_listeners: list[Callable[[], None]] = []
+        #: Scripts Redis has answered by SHA1 (or loaded through EVAL).
+        self._known: set[str] = set()
 
     def start(self, reactor: Any) -> None:
         """Start connecting (and reconnecting, until :meth:`stop`)."""
@@ -161,10 +163,26 @@ class RedisClient:
         return self._guard(self._send(*args))
 
     def evaluate(self, script: Script, keys: list[str], args: list[Any]) -> Deferred:
-        """Run ``script`` (EVALSHA, then EVAL if Redis does not have it yet)."""
-        call = self._send("EVALSHA", script.sha, len(keys), *keys, *args)
+        """Run ``script``: by its source until Redis has it, then by SHA1.
+
+        A NOSCRIPT answer is sent again as EVAL only after its reply, so
+        calls pipelined behind it would overtake it; sending the source
+        until the first answer keeps the calls of different scripts in the
+        order they were made. A script lost later (Redis restarted) still
+        falls back to EVAL.
+        """
+        sha = script.sha
+        if sha not in self._known:
+            call = self._send("EVAL", script.source, len(keys), *keys, *args)
+            call.addCallback(self._loaded, sha)
+            return self._guard(call)
+        call = self._send("EVALSHA", sha, len(keys), *keys, *args)
         call.addErrback(self._unknown_script, script, keys, args)
         return self._guard(call)
+
+    def _loaded(self, reply: Any, sha: str) -> Any:
+        self._known.add(sha)
+        return reply
 
     def _unknown_script(
         self, failure: Failure, script: Script, keys: list[str], args: list[Any]
@@ -172,4 +190,7 @@ class RedisClient:
         failure.trap(txredisapi.ResponseError)
         if not str(failure.value).startswith("NOSCRIPT"):
             return failure
-        return self._send("EVAL", script.source, len(keys), *keys, *args)
+        self._known.discard(script.sha)
+        return self._send("EVAL", script.source, len(keys), *keys, *args).addCallback(
+            self._loaded, script.sha
+        )
