@@ -11,7 +11,7 @@ from __future__ import annotations
 from twisted.python import usage
 
 from rtgateway.config import ConfigError, load_config
-from rtgateway.service import Gateway
+from rtgateway.app import Gateway
 
 
 class Options(usage.Options):

@@ -117,7 +117,7 @@ class MemoryGateway:
         clock: Clock | None = None,
         hub: MemoryHub | None = None,
     ) -> None:
-        from rtgateway.service import Gateway
+        from rtgateway.app import Gateway
 
         self.config = config or make_config()
         self.clock = clock or Clock()
