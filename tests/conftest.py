@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rtgateway.testing import MemoryGateway, make_config
+from rtgateway.testing.nats import NatsServer
 from rtgateway.testing.redis import RedisServer
 
 
@@ -36,5 +37,13 @@ def make_memory_gateway():
 def redis_server():
     """One real redis-server for the module."""
     server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def nats_server():
+    """One real nats-server for the module."""
+    server = NatsServer().start()
     yield server
     server.close()
