@@ -258,11 +258,16 @@ class _Worker:
         }
 
     async def _ping(
-        self, window: int, duration: float, max_messages: int
+        self,
+        window: int,
+        duration: float,
+        max_messages: int,
+        method: str = "sys.ping",
     ) -> dict[str, Any]:
-        """Keep ``window`` requests in flight per connection for ``duration`` s."""
+        """Keep ``window`` calls of ``method`` in flight per connection for
+        ``duration`` s."""
         started = time.monotonic()
-        pinging = Pinging(started + duration, max_messages)
+        pinging = Pinging(started + duration, max_messages, method)
         for connection in self._connections:
             connection.start_pinging(pinging, window)
         await asyncio.sleep(duration)

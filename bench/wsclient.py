@@ -65,9 +65,15 @@ class Pinging:
     included: it is what the CPU time per message is divided by.
     """
 
-    def __init__(self, stop_at: float, max_messages: int) -> None:
+    def __init__(
+        self, stop_at: float, max_messages: int, method: str = "sys.ping"
+    ) -> None:
         self.stop_at = stop_at
         self.max_messages = max_messages
+        #: What is called: ``sys.ping``, or a routed procedure whose callee
+        #: answers in the order it was called (responses are matched by
+        #: position).
+        self.method = method
         self.sent = 0
         self.received = 0
         self.answered = 0
@@ -238,7 +244,7 @@ class ClientConnection(asyncio.Protocol):
     # -- workload --------------------------------------------------------------
 
     def start_pinging(self, pinging: Pinging, window: int) -> None:
-        """Keep ``window`` sys.ping requests outstanding until ``pinging`` stops."""
+        """Keep ``window`` requests outstanding until ``pinging`` stops."""
         self._pinging = pinging
         for _ in range(window):
             if not pinging.sending:
@@ -374,7 +380,12 @@ class ClientConnection(asyncio.Protocol):
     def _send_ping(self) -> None:
         self._next_id += 1
         request = self._encoding.encode(
-            {"jsonrpc": "2.0", "method": "sys.ping", "params": {}, "id": self._next_id}
+            {
+                "jsonrpc": "2.0",
+                "method": self._pinging.method,
+                "params": {},
+                "id": self._next_id,
+            }
         )
         if self._encoding.binary:
             self._ws.send_binary(request)

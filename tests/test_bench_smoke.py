@@ -274,3 +274,18 @@ def test_soak_reports_every_minute_and_delivers_every_publication_once(tmp_path)
     assert run["complete_pct"] == 100.0
     for key in ("missing", "repeated", "failed_calls", "unexpected_closes"):
         assert run[key] == 0, (key, minutes)
+
+
+def test_services_routes_calls_through_one_and_two_gateways(tmp_path):
+    """services: routed calls and sys.ping on every topology, every call
+    answered, each routed figure with its ratio to sys.ping."""
+    document = run_bench("services", tmp_path)
+    topologies = {case["params"]["topology"] for case in document["cases"]}
+    assert {"one gateway", "two gateways, Redis bus"} <= topologies
+    for case in document["cases"]:
+        assert case["reference"] == "sys.ping"
+        assert case["ratio"]["routed call"]["messages_per_s"] > 0
+    for target in ("sys.ping", "routed call"):
+        for summary in figures(document, target):
+            assert_positive(summary, "messages_per_s", "latency_p50_ms")
+    all_runs_error_free(document)

@@ -23,6 +23,7 @@ SCENARIOS = {
     "state": "bench.scenarios.state",
     "soak": "bench.scenarios.soak",
     "client": "bench.scenarios.client",
+    "services": "bench.scenarios.services",
 }
 
 

@@ -95,8 +95,12 @@ def measure(
     shape: Shape,
     duration: float,
     load_procs: int,
+    method: str = "sys.ping",
 ) -> dict[str, float]:
     """One measurement of ``shape`` against ``target``: every figure of it.
+
+    ``method`` is what the connections call (``sys.ping`` unless a scenario
+    measures a routed procedure).
 
     Fresh load processes open the connections, warm up for a quarter of
     the duration (at most a second), then run the measured window while
@@ -111,7 +115,7 @@ def measure(
         secret=target.secret,
         lifetime_s=lifetime,
     )
-    ping = {"window": shape.window}
+    ping = {"window": shape.window, "method": method}
     with LoadGenerators(group) as load:
         opened = load.command("open", 60.0, timeout=30.0)
         failed = sum(reply["failed"] for reply in opened)
