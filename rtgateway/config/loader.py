@@ -219,6 +219,7 @@ class ProceduresConfig:
 
     call_timeout_s: float = key(10.0, positive)
     max_in_flight: int = key(10000, positive)
+    max_schema_bytes: int = key(16384, positive)
     timeouts: Mapping[str, float] = field(
         default_factory=dict, metadata={"derived": True}
     )
