@@ -57,3 +57,31 @@ async def test_entries_expire_unless_renewed(harness):
     await harness.elapse(200)
     assert await registry.gateways(procedure) == []
     assert procedure not in await registry.procedures()
+
+
+@pytest_twisted.ensureDeferred
+async def test_descriptions_follow_the_entries(harness):
+    """A description advertised with an entry is read back, replaced by a later
+    one, kept by renewals without one, and gone with the last entry."""
+    registry = harness.backends.procedures
+    procedure = unique("game") + ".open"
+    other = unique("game") + ".bare"
+    await registry.advertise([procedure, other], "gw-a", 60_000, {procedure: b"{}"})
+    assert await registry.descriptions([procedure, other]) == {procedure: b"{}"}
+    await registry.advertise([procedure], "gw-b", 60_000, {procedure: b'{"a":1}'})
+    await registry.advertise([procedure], "gw-a", 60_000)
+    assert await registry.descriptions([procedure]) == {procedure: b'{"a":1}'}
+    await registry.withdraw(procedure, "gw-a")
+    assert await registry.descriptions([procedure]) == {procedure: b'{"a":1}'}
+    await registry.withdraw(procedure, "gw-b")
+    assert await registry.descriptions([procedure]) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_descriptions_expire_with_their_renewals(harness):
+    """A description lives its TTL after the last advertise that carried it."""
+    registry = harness.backends.procedures
+    procedure = unique("game") + ".pick"
+    await registry.advertise([procedure], "gw-a", 300, {procedure: b"{}"})
+    await harness.elapse(400)
+    assert await registry.descriptions([procedure]) == {}

@@ -415,3 +415,83 @@ def test_dead_gateway_registrations_expire_and_calls_fail_unavailable():
     assert answer_of(player, 101)["error"]["code"] == -32005
     assert a.result_of(registry.gateways("game.echo")) == []
     assert a.call(player, "game.echo")["error"]["code"] == -32601
+
+
+INTERACT = {
+    "type": "object",
+    "properties": {"entity": {"type": "string", "maxLength": 64}},
+    "required": ["entity"],
+    "additionalProperties": False,
+}
+
+
+def test_discover_lists_the_schemas_a_callee_registered(gateway):
+    """rpc.register's params, result and summary appear in players' rpc.discover."""
+    callee = service(gateway)
+    described = {
+        "procedure": "game.interact",
+        "params": INTERACT,
+        "result": {"type": "object"},
+        "summary": "Use a door or a pickup.",
+    }
+    assert gateway.call(callee, "rpc.register", described)["result"] == {}
+    register(gateway, callee, "game.bare")
+    methods = gateway.call(gateway.open("bob"), "rpc.discover")["result"]["methods"]
+    routed = {m["name"]: m for m in methods if m.get("x-routed")}
+    interact = routed["game.interact"]
+    assert interact["summary"] == "Use a door or a pickup."
+    assert interact["x-params-schema"] == INTERACT
+    assert interact["params"] == [
+        {"name": "entity", "required": True, "schema": INTERACT["properties"]["entity"]}
+    ]
+    assert interact["result"] == {"name": "result", "schema": {"type": "object"}}
+    assert routed["game.bare"]["params"] == []
+    assert routed["game.bare"]["result"]["schema"] == {}
+
+
+@pytest.mark.parametrize(
+    ("member", "schema", "message"),
+    [
+        ("params", {"type": "nonsense"}, "invalid JSON Schema"),
+        ("result", {"minLength": "x"}, "invalid JSON Schema"),
+        ("params", {"$ref": "http://127.0.0.1:9/x"}, "only references inside"),
+        ("params", {"enum": ["x" * 200] * 100}, "larger than 16384 bytes"),
+        ("params", [1], "is not of type"),
+    ],
+)
+def test_bad_schemas_are_invalid_params(gateway, member, schema, message):
+    """A schema that does not compile, refers outside, or is too big: -32602 at it."""
+    callee = service(gateway)
+    params = {"procedure": "game.interact", member: schema}
+    error = gateway.call(callee, "rpc.register", params)["error"]
+    assert error["code"] == -32602
+    (problem,) = error["data"]["errors"]
+    assert problem["path"] == "/" + member
+    assert message in problem["message"]
+    assert (
+        gateway.call(callee, "rpc.register", {"procedure": "game.interact"})["result"]
+        == {}
+    )
+
+
+def test_the_size_bound_is_configured(make_memory_gateway):
+    """[procedures] max_schema_bytes bounds each schema."""
+    gateway = make_memory_gateway({"procedures": {"max_schema_bytes": 64}})
+    callee = service(gateway)
+    small = {"procedure": "game.a", "params": {"type": "object"}}
+    assert gateway.call(callee, "rpc.register", small)["result"] == {}
+    error = gateway.call(callee, "rpc.register", {**small, "params": INTERACT})["error"]
+    assert "larger than 64 bytes" in error["data"]["errors"][0]["message"]
+
+
+def test_a_description_is_shared_across_gateways_and_renewed():
+    """Gateway B lists A's callee with its schemas, after renewals too."""
+    a, b = two_gateways()
+    callee = service(a)
+    params = {"procedure": "game.interact", "params": INTERACT}
+    assert a.call(callee, "rpc.register", params)["result"] == {}
+    a.clock.advance(5)
+    flush(a, b)
+    methods = b.call(b.open("bob"), "rpc.discover")["result"]["methods"]
+    (routed,) = [m for m in methods if m.get("x-routed")]
+    assert routed["x-params-schema"] == INTERACT

@@ -208,8 +208,14 @@ class IProcedureRegistry(Interface):
     for the whole cluster (the Redis server's), never the gateways' own.
     """
 
-    def advertise(procedures, gateway_id, ttl_ms):
-        """Create or renew the gateway's entry for each procedure; fires with None."""
+    def advertise(procedures, gateway_id, ttl_ms, descriptions=None):
+        """Create or renew the gateway's entry for each procedure; fires with None.
+
+        ``descriptions`` maps some of the procedures to what their callee
+        said of them (JSON bytes: schemas, summary); each is stored for the
+        procedure, replacing any other gateway's, and lives ``ttl_ms`` after
+        the last renewal that carried it.
+        """
 
     def withdraw(procedure, gateway_id):
         """Drop the gateway's entry for ``procedure`` now; fires with None."""
@@ -219,6 +225,9 @@ class IProcedureRegistry(Interface):
 
     def procedures():
         """Fires with the sorted names that have at least one live entry."""
+
+    def descriptions(procedures):
+        """Fires with ``{procedure: JSON bytes}`` for those that have a live one."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,11 @@ from rtgateway.backends.interfaces import IProcedureRegistry
 
 @dataclass(slots=True)
 class ProcedureHub:
-    """procedure -> gateway -> the time (s) its entry runs out."""
+    """procedure -> gateway -> the time (s) its entry runs out, and the
+    procedure's description with the time it runs out."""
 
     entries: dict[str, dict[str, float]] = field(default_factory=dict)
+    descriptions: dict[str, tuple[bytes, float]] = field(default_factory=dict)
 
 
 @implementer(IProcedureRegistry)
@@ -31,22 +33,30 @@ class MemoryProcedureRegistry:
         self._clock = clock
 
     def advertise(
-        self, procedures: list[str], gateway_id: str, ttl_ms: int
+        self,
+        procedures: list[str],
+        gateway_id: str,
+        ttl_ms: int,
+        descriptions: dict[str, bytes] | None = None,
     ) -> Deferred:
         now = self._clock.seconds()
+        until = now + ttl_ms / 1000
         for procedure in procedures:
             gateways = self._hub.entries.setdefault(procedure, {})
-            for dead in [g for g, until in gateways.items() if until <= now]:
+            for dead in [g for g, ends in gateways.items() if ends <= now]:
                 del gateways[dead]
-            gateways[gateway_id] = now + ttl_ms / 1000
+            gateways[gateway_id] = until
+            if descriptions and procedure in descriptions:
+                self._hub.descriptions[procedure] = (descriptions[procedure], until)
         return succeed(None)
 
     def withdraw(self, procedure: str, gateway_id: str) -> Deferred:
         gateways = self._hub.entries.get(procedure)
         if gateways is not None:
             gateways.pop(gateway_id, None)
-            if not gateways:
+            if not self._live(procedure):
                 del self._hub.entries[procedure]
+                self._hub.descriptions.pop(procedure, None)
         return succeed(None)
 
     def _live(self, procedure: str) -> list[str]:
@@ -59,3 +69,12 @@ class MemoryProcedureRegistry:
 
     def procedures(self) -> Deferred:
         return succeed(sorted(p for p in self._hub.entries if self._live(p)))
+
+    def descriptions(self, procedures: list[str]) -> Deferred:
+        now = self._clock.seconds()
+        found = {}
+        for procedure in procedures:
+            description, until = self._hub.descriptions.get(procedure, (b"", 0.0))
+            if until > now:
+                found[procedure] = description
+        return succeed(found)

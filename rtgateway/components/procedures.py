@@ -37,6 +37,7 @@ from rtgateway.components.sessions import SessionsComponent
 from rtgateway.routing.broker import Broker
 from rtgateway.routing.names import check_procedure, is_routable, topic_error
 from rtgateway.routing.router import Router
+from rtgateway.routing.schemas import CompiledSchema, SchemaDefinitionError
 from rtgateway.wire.errors import (
     InternalError,
     InvalidParams,
@@ -46,9 +47,22 @@ from rtgateway.wire.errors import (
 )
 from rtgateway.wire.jsonrpc import Request, Response, request
 
+PROCEDURE_NAME = {"type": "string", "minLength": 1, "maxLength": 255}
 PROCEDURE_PARAMS = {
     "type": "object",
-    "properties": {"procedure": {"type": "string", "minLength": 1, "maxLength": 255}},
+    "properties": {"procedure": PROCEDURE_NAME},
+    "required": ["procedure"],
+    "additionalProperties": False,
+}
+#: ``rpc.register`` may describe the procedure for ``rpc.discover``.
+REGISTER_PARAMS = {
+    "type": "object",
+    "properties": {
+        "procedure": PROCEDURE_NAME,
+        "params": {"type": "object"},
+        "result": {"type": "object"},
+        "summary": {"type": "string", "maxLength": 200},
+    },
     "required": ["procedure"],
     "additionalProperties": False,
 }
@@ -85,6 +99,8 @@ class ProceduresComponent(Service):
         self._callees: dict[str, list[Any]] = {}
         self._turns: dict[str, int] = {}
         self._remote_turns: dict[str, int] = {}
+        #: procedure -> the description (JSON) its last describing callee gave.
+        self._descriptions: dict[str, bytes] = {}
         limit = self._settings.max_in_flight
         self._local = CallTable(clock, limit)
         self._remote = CallTable(clock, limit)
@@ -101,7 +117,7 @@ class ProceduresComponent(Service):
         register(
             "rpc.register",
             self.register,
-            params=PROCEDURE_PARAMS,
+            params=REGISTER_PARAMS,
             result=EMPTY_RESULT,
             roles=["service"],
             summary="Receive players' calls of a procedure (backend services).",
@@ -134,6 +150,7 @@ class ProceduresComponent(Service):
         for procedure in list(self._callees):
             self._withdraw(procedure)
         self._callees.clear()
+        self._descriptions.clear()
         self._broker.remove_channel_handler(call_channel(self._gateway_id))
         super().stopService()
 
@@ -142,13 +159,18 @@ class ProceduresComponent(Service):
     async def register(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
         procedure = params["procedure"]
         check_procedure(procedure, self._taken())
+        description = describe(params, self._settings.max_schema_bytes)
         callees = self._callees.setdefault(procedure, [])
         if caller not in callees:
             callees.append(caller)
-        if len(callees) == 1:
+        if description is not None:
+            self._descriptions[procedure] = description
+        if len(callees) == 1 or description is not None:
             ttl_ms = int(self._ttl_s * 1000)
             try:
-                await self._registry.advertise([procedure], self._gateway_id, ttl_ms)
+                await self._registry.advertise(
+                    [procedure], self._gateway_id, ttl_ms, self._described([procedure])
+                )
             except Exception:
                 self._drop_callee(caller, procedure)
                 raise
@@ -174,6 +196,21 @@ class ProceduresComponent(Service):
         """Every procedure registered in the cluster (for ``rpc.discover``)."""
         return self._registry.procedures()
 
+    async def catalog(self) -> dict[str, dict[str, Any] | None]:
+        """Every procedure of the cluster with its description, if it has one."""
+        names = await self._registry.procedures()
+        found = await self._registry.descriptions(names)
+        return {name: _loaded(found.get(name)) for name in names}
+
+    def local_catalog(self) -> dict[str, dict[str, Any] | None]:
+        """This gateway's procedures and descriptions (the registry is down)."""
+        return {
+            name: _loaded(self._descriptions.get(name)) for name in self.procedures()
+        }
+
+    def _described(self, procedures: list[str]) -> dict[str, bytes]:
+        return {p: self._descriptions[p] for p in procedures if p in self._descriptions}
+
     def _drop_callee(self, connection: Any, procedure: str) -> None:
         callees = self._callees.get(procedure)
         if callees is None or connection not in callees:
@@ -182,6 +219,7 @@ class ProceduresComponent(Service):
         if not callees:
             del self._callees[procedure]
             self._turns.pop(procedure, None)
+            self._descriptions.pop(procedure, None)
             self._withdraw(procedure)
 
     def _withdraw(self, procedure: str) -> None:
@@ -356,8 +394,9 @@ class ProceduresComponent(Service):
         ttl_ms = int(self._ttl_s * 1000)
         try:
             if self._callees:
+                held = sorted(self._callees)
                 await self._registry.advertise(
-                    sorted(self._callees), self._gateway_id, ttl_ms
+                    held, self._gateway_id, ttl_ms, self._described(held)
                 )
             for gateway_id, procedures in self._remote.owners().items():
                 for procedure in procedures:
@@ -375,6 +414,47 @@ class ProceduresComponent(Service):
             self.log.warn(what + " failed: the backend is unavailable")
         else:
             self.log.failure(what + " failed", failure=failure)
+
+
+def describe(params: dict[str, Any], max_schema_bytes: int) -> bytes | None:
+    """The description ``rpc.register`` gave (JSON), None without one.
+
+    Each schema must fit ``max_schema_bytes`` and compile as a JSON Schema
+    whose references stay inside it; otherwise -32602 at its member.
+    """
+    described = {k: params[k] for k in ("params", "result", "summary") if k in params}
+    if not described:
+        return None
+    for member in ("params", "result"):
+        if member not in described:
+            continue
+        schema = described[member]
+        try:
+            size = len(orjson.dumps(schema))
+        except TypeError:  # CBOR bytes or other values JSON cannot carry
+            raise _bad_schema(member, "a JSON Schema holds JSON values only") from None
+        if size > max_schema_bytes:
+            raise _bad_schema(member, f"larger than {max_schema_bytes} bytes as JSON")
+        try:
+            CompiledSchema(schema, local_only=True)
+        except SchemaDefinitionError as error:
+            raise _bad_schema(member, str(error).splitlines()[0][:200]) from None
+    return orjson.dumps(described)
+
+
+def _bad_schema(member: str, message: str) -> InvalidParams:
+    return InvalidParams([{"path": "/" + member, "message": message}])
+
+
+def _loaded(description: bytes | None) -> dict[str, Any] | None:
+    """A stored description, or None (none, or not readable)."""
+    if description is None:
+        return None
+    try:
+        loaded = orjson.loads(description)
+    except orjson.JSONDecodeError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
 
 
 def _caller(connection: Any) -> dict[str, Any]:

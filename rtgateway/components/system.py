@@ -4,8 +4,9 @@ OpenRPC has no notion of server-pushed events, so the registered event
 types are listed in the document's ``x-events`` extension, each with its
 version, delivery, priority and the JSON Schema of its data. Procedures
 that backend services registered anywhere in the cluster are listed among
-the methods, marked ``x-routed``: the gateway knows their names, not their
-schemas, so their params and result are open.
+the methods, marked ``x-routed``, with the schemas and summary their
+callee gave in ``rpc.register``; those registered without schemas have
+open params and result.
 """
 
 from __future__ import annotations
@@ -75,11 +76,11 @@ class SystemComponent(Service):
         routed: list[dict[str, Any]] = []
         if self._routed is not None:
             try:
-                names = await self._routed.names()
+                catalog = await self._routed.catalog()
             except Unavailable:
                 self.log.warn("the procedure registry is unavailable; listing ours")
-                names = self._routed.procedures()
-            routed = [routed_descriptor(name) for name in names]
+                catalog = self._routed.local_catalog()
+            routed = [routed_descriptor(name, catalog[name]) for name in catalog]
         document = discover_document(
             self._router,
             title="rtgateway",

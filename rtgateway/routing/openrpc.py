@@ -17,34 +17,53 @@ OPENRPC_VERSION = "1.3.2"
 
 def method_descriptor(method: Method) -> dict[str, Any]:
     """One OpenRPC method object."""
-    schema = method.params.schema
-    required = set(schema.get("required", ()))
-    params = [
-        {"name": name, "required": name in required, "schema": prop}
-        for name, prop in schema.get("properties", {}).items()
-    ]
-    descriptor: dict[str, Any] = {
-        "name": method.name,
-        "summary": method.summary,
-        "paramStructure": "by-name",
-        "params": params,
-        "result": {"name": "result", "schema": method.result.schema},
-        "x-params-schema": schema,
-    }
+    descriptor = _descriptor(
+        method.name, method.summary, method.params.schema, method.result.schema
+    )
     if method.roles is not None:
         descriptor["x-roles"] = sorted(method.roles)
     return descriptor
 
 
-def routed_descriptor(name: str) -> dict[str, Any]:
-    """A procedure a backend service provides: named, its schemas unknown here."""
+def routed_descriptor(
+    name: str, description: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A procedure a backend service provides, described as its callee said.
+
+    Without a description (a callee that registered only the name) the
+    params and result are open.
+    """
+    if description is None:
+        descriptor = _descriptor(name, ROUTED_SUMMARY, {}, {})
+    else:
+        descriptor = _descriptor(
+            name,
+            description.get("summary") or ROUTED_SUMMARY,
+            description.get("params", {}),
+            description.get("result", {}),
+        )
+    descriptor["x-routed"] = True
+    return descriptor
+
+
+ROUTED_SUMMARY = "Routed to a backend service."
+
+
+def _descriptor(
+    name: str, summary: str, schema: dict[str, Any], result: dict[str, Any]
+) -> dict[str, Any]:
+    required = set(schema.get("required", ()))
+    params = [
+        {"name": member, "required": member in required, "schema": prop}
+        for member, prop in schema.get("properties", {}).items()
+    ]
     return {
         "name": name,
-        "summary": "Routed to a backend service.",
+        "summary": summary,
         "paramStructure": "by-name",
-        "params": [],
-        "result": {"name": "result", "schema": {}},
-        "x-routed": True,
+        "params": params,
+        "result": {"name": "result", "schema": result},
+        "x-params-schema": schema,
     }
 
 

@@ -29,14 +29,25 @@ def json_pointer(path: list[str | int]) -> str:
     )
 
 
+def _refuse_remote(uri: str) -> Any:
+    raise ValueError(f"only references inside the schema are allowed, not {uri}")
+
+
 class CompiledSchema:
-    """A schema compiled once and checked many times."""
+    """A schema compiled once and checked many times.
+
+    ``local_only`` refuses references to other documents instead of
+    fetching them: a schema that a client sends (a service's ``rpc.register``)
+    must not make the gateway open connections, nor block the reactor while
+    one is made.
+    """
 
     __slots__ = ("_validator", "schema")
 
-    def __init__(self, schema: dict[str, Any]) -> None:
+    def __init__(self, schema: dict[str, Any], *, local_only: bool = False) -> None:
+        options: dict[str, Any] = {"retriever": _refuse_remote} if local_only else {}
         try:
-            self._validator = jsonschema_rs.validator_for(schema)
+            self._validator = jsonschema_rs.validator_for(schema, **options)
         except (ValueError, jsonschema_rs.ValidationError) as e:
             raise SchemaDefinitionError(f"invalid JSON Schema: {e}") from None
         self.schema = schema

@@ -126,3 +126,8 @@ PROCEDURE_NAMES_KEY = f"{PREFIX}:rpc:names"
 def procedure_key(procedure: str) -> str:
     """The sorted set of the gateways with a callee, scored by expiry (ms)."""
     return f"{PREFIX}:rpc:{{{procedure}}}"
+
+
+def procedure_description_key(procedure: str) -> str:
+    """The JSON a callee gave of the procedure (schemas), in its entries' slot."""
+    return f"{PREFIX}:rpc:{{{procedure}}}:description"
