@@ -42,6 +42,7 @@ from rtgateway.config.fields import (
 )
 from rtgateway.config.topics import EventConfig, TopicConfig, parse_events, parse_topics
 from rtgateway.config.zones import parse_zones
+from rtgateway.nats.client import parse_url
 from rtgateway.routing.names import check_procedure
 from rtgateway.state.schema import ZoneSchema
 from rtgateway.wire.errors import RTGatewayError
@@ -80,6 +81,21 @@ def _redis_url(value: str) -> None:
         raise ValueError(f"database must be a number, got {quote(database)}")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query or fragment")
+
+
+def _nats_url(value: str) -> None:
+    # Never echoed either: it may hold a token or a password.
+    if "://" in value and value.split("://", 1)[0] not in ("nats", "tls"):
+        raise ValueError("must start with nats:// or tls://")
+    try:
+        parse_url(value)
+    except ValueError:
+        raise ValueError(
+            "is not a NATS URL (nats://host:port or tls://host:port)"
+        ) from None
+
+
+_ENV_NAME = matching(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name")
 
 
 def _algorithm(value: str) -> None:
@@ -190,11 +206,26 @@ class ShutdownConfig:
 
 @dataclass(frozen=True, slots=True)
 class BackendConfig:
-    """Where shared state lives: in this process, or in Redis for a cluster."""
+    """Where shared state lives: in this process, or in Redis for a cluster.
+
+    With ``bus = "nats"`` the traffic between gateways goes over NATS while
+    Redis keeps the data; the NATS credentials come from environment
+    variables named here (``nats_token``, ``nats_user`` and
+    ``nats_password`` are what they resolved to).
+    """
 
     kind: str = key("memory", one_of("memory", "redis"))
     redis_url: str = key("redis://127.0.0.1:6379/0", _redis_url)
     call_timeout_s: float = key(2.0, positive)
+    bus: str = key("redis", one_of("redis", "nats"))
+    nats_url: tuple[str, ...] = key(("nats://127.0.0.1:4222",), _nats_url)
+    nats_token_env: str | None = key(None, _ENV_NAME)
+    nats_user_env: str | None = key(None, _ENV_NAME)
+    nats_password_env: str | None = key(None, _ENV_NAME)
+    nats_tls_ca: str | None = key(None)
+    nats_token: str | None = key(None, secret=True, derived=True)
+    nats_user: str | None = key(None, derived=True)
+    nats_password: str | None = key(None, secret=True, derived=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +366,9 @@ def parse_config(
                 known = [*_SECTIONS, *_MAPS]
                 raise Invalid(name, "unknown section" + suggest(name, known))
         raw = {name: data.get(name, {}) for name in _SECTIONS}
+        backend = raw["backend"]
+        if isinstance(backend, dict) and isinstance(backend.get("nats_url"), str):
+            raw["backend"] = {**backend, "nats_url": [backend["nats_url"]]}
         timeouts = _split_timeouts(raw)
         sections = {
             name: section(kind, raw[name], name) for name, kind in _SECTIONS.items()
@@ -343,6 +377,7 @@ def parse_config(
             sections["procedures"], timeouts=_procedure_timeouts(timeouts)
         )
         sections["auth"] = _resolve_auth(sections["auth"], base_dir, environ)
+        sections["backend"] = _resolve_nats(sections["backend"], base_dir, environ)
         presence = sections["presence"]
         if presence.zone_page_size > presence.zone_page_max:
             raise Invalid(
@@ -383,6 +418,48 @@ def _procedure_timeouts(raw: Any) -> dict[str, float]:
             raise Invalid(dotted, message) from None
         timeouts[name] = convert(value, float, (positive,), dotted, False)
     return timeouts
+
+
+# -- the NATS bus: only on a cluster, credentials from the environment
+
+
+def _resolve_nats(
+    backend: BackendConfig, base_dir: Path, environ: Mapping[str, str]
+) -> BackendConfig:
+    if backend.bus != "nats":
+        return backend
+    if backend.kind != "redis":
+        raise Invalid("backend.bus", 'bus = "nats" needs kind = "redis"')
+    if not backend.nats_url:
+        raise Invalid("backend.nats_url", "must name at least one NATS server")
+    if backend.nats_token_env is not None and backend.nats_user_env is not None:
+        raise Invalid("backend.nats_token_env", "give a token or a user, not both")
+    if (backend.nats_user_env is None) != (backend.nats_password_env is None):
+        raise Invalid("backend.nats_user_env", "needs nats_password_env, and back")
+    env = environ
+    tls_ca = backend.nats_tls_ca
+    if tls_ca is not None:
+        path = base_dir / tls_ca
+        if not path.is_file():
+            raise Invalid("backend.nats_tls_ca", f"cannot read {path}")
+        tls_ca = str(path)
+    return replace(
+        backend,
+        nats_tls_ca=tls_ca,
+        nats_token=_from_env(env, "backend.nats_token_env", backend.nats_token_env),
+        nats_user=_from_env(env, "backend.nats_user_env", backend.nats_user_env),
+        nats_password=_from_env(
+            env, "backend.nats_password_env", backend.nats_password_env
+        ),
+    )
+
+
+def _from_env(environ: Mapping[str, str], key: str, variable: str | None) -> str | None:
+    if variable is None:
+        return None
+    if not environ.get(variable):
+        raise Invalid(key, f"environment variable {variable} is not set or empty")
+    return environ[variable]
 
 
 # -- auth: the key material the configured algorithms need
