@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from twisted.python import usage
 
-from rtgateway.config import ConfigError, load_config
 from rtgateway.app import Gateway
+from rtgateway.config import ConfigError, load_config
 
 
 class Options(usage.Options):

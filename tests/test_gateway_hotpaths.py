@@ -329,8 +329,8 @@ def test_gateway_settles_the_gc_only_in_a_process_of_its_own():
     from twisted.application.service import Application
     from twisted.internet.task import Clock
 
-    from rtgateway.backends.memory import MemoryBackends
     from rtgateway.app import GC_THRESHOLDS, Gateway
+    from rtgateway.backends.memory import MemoryBackends
     from rtgateway.testing import make_config
 
     thresholds = gc.get_threshold()
