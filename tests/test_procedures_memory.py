@@ -87,6 +87,33 @@ def test_reserved_namespaces_are_forbidden(gateway, name):
     assert response["error"]["code"] == -32001
 
 
+@pytest.mark.parametrize("name", ["world.set", "world.remove", "World.SET"])
+def test_the_gateways_world_methods_are_forbidden(gateway, name):
+    """world.set and world.remove get -32001, whatever their case."""
+    response = gateway.call(service(gateway), "rpc.register", {"procedure": name})
+    assert response["error"]["code"] == -32001
+
+
+@pytest.mark.parametrize("name", ["world.interact", "World.doors.open", "world"])
+def test_other_world_names_are_routed(gateway, name):
+    """The world namespace is shared: its other names reach a service."""
+    callee = service(gateway)
+    register(gateway, callee, name)
+    start_call(gateway, gateway.open("bob"), name, {"entity": "door1"})
+    (invocation,) = requests(callee, name)
+    assert invocation["params"]["entity"] == "door1"
+
+
+def test_world_set_stays_the_gateways_with_world_procedures(gateway):
+    """With world.interact registered, world.set is still the state method."""
+    callee = service(gateway)
+    register(gateway, callee, "world.interact")
+    player = gateway.open("bob")
+    response = gateway.call(player, "world.set", {"zone": "z", "entity": "e"})
+    assert response["error"]["code"] == -32001
+    assert requests(callee) == []
+
+
 def test_call_reaches_the_callee_with_caller_and_answer_returns(gateway):
     """The callee gets a request with _caller; its result is the player's answer."""
     callee = service(gateway)

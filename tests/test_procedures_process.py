@@ -79,7 +79,7 @@ def test_player_on_a_calls_service_on_b(gateways):
     """The call crosses the bus with _caller; result and error come back as sent."""
     a, b = gateways
     service = Peer(b.url, "world-svc", roles=("service",))
-    service.request("rpc.register", {"procedure": "world.x"}, 1)
+    service.request("rpc.register", {"procedure": "world.set"}, 1)
     assert service.answer(1)["error"]["code"] == -32001
     service.request("rpc.register", {"procedure": "game.interact"}, 2)
     assert service.answer(2) == {"jsonrpc": "2.0", "result": {}, "id": 2}

@@ -7,6 +7,12 @@ segment must not be a namespace of the gateway's own methods or topics: a
 service must never shadow ``sys.ping`` or stand in for the state
 component, whatever the case it spells the namespace in.
 
+The ``world`` namespace is shared: world services name their procedures
+there (``world.interact``), since doors and pickups are world entities.
+Only the gateway's own methods in it (``world.set``, ``world.remove``)
+are refused, by exact name in any case; that the state component
+registers them does not reserve the rest of the namespace.
+
 These rules import nothing else of the project but the wire's errors, so
 the configuration can check names with them as the router does.
 """
@@ -24,8 +30,11 @@ MAX_SEGMENTS = 8
 
 #: Namespaces of the gateway's methods (and of its built-in topics, ``zone``).
 RESERVED_NAMESPACES = frozenset(
-    {"admin", "presence", "pubsub", "rpc", "session", "state", "sys", "world", "zone"}
+    {"admin", "presence", "pubsub", "rpc", "session", "state", "sys", "zone"}
 )
+#: Namespaces services share with the gateway, and the gateway's methods in
+#: each (lower case), the only names of it refused.
+SHARED_NAMESPACES = {"world": frozenset({"world.set", "world.remove"})}
 
 
 def topic_error(message: str, path: str = "/topic") -> InvalidParams:
@@ -52,13 +61,18 @@ def split_topic(topic: str, path: str = "/topic") -> list[str]:
 def check_procedure(
     name: str, taken: Iterable[str] = (), path: str = "/procedure"
 ) -> None:
-    """-32602 for a malformed name, -32001 for one in a reserved namespace.
+    """-32602 for a malformed name, -32001 for a name the gateway keeps.
 
-    ``taken`` adds the namespaces (lower case) of methods registered by
-    other components.
+    The gateway keeps every name in a reserved namespace, its own methods in
+    a shared one, and every name in ``taken``: the namespaces (lower case)
+    of methods registered by other components, shared ones excepted.
     """
     namespace = split_topic(name, path)[0].lower()
-    if namespace in RESERVED_NAMESPACES or namespace in taken:
+    shared = SHARED_NAMESPACES.get(namespace)
+    if shared is not None:
+        if name.lower() in shared:
+            raise Forbidden(f"{name.lower()!r} is a method of the gateway")
+    elif namespace in RESERVED_NAMESPACES or namespace in taken:
         raise Forbidden(f"the namespace {namespace!r} belongs to the gateway")
 
 
