@@ -5,7 +5,9 @@ Shared by the contract suites (``test_backend_contract.py``,
 ``task.Clock``; the Redis ones against a real ``redis-server`` (one per test
 module) on the real reactor. A test module uses the fixtures by importing
 their functions: ``harness`` (parametrized over memory and Redis),
-``redis_harness`` and ``redis_server``, which the other two need.
+``redis_harness`` and ``redis_server``, which the other two need. The
+``nats`` parameter is the Redis backends with the NATS bus (``bus =
+"nats"``) against a real ``nats-server`` too (the ``nats_server`` fixture).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rtgateway.backends.interfaces import IBusHandler
 from rtgateway.backends.memory import MemoryBackends, MemoryHub
 from rtgateway.backends.redis import RedisBackends
 from rtgateway.config import BackendConfig
+from rtgateway.testing.nats import NatsServer
 from rtgateway.testing.redis import RedisServer
 
 WAIT_S = 5.0  # the longest any wait for Redis may take
@@ -96,10 +99,13 @@ class RedisHarness:
         self.server = server
         self.started: list[RedisBackends] = []
 
-    async def gateway(self, call_timeout_s: float = 2.0):
-        config = BackendConfig(
+    def config(self, call_timeout_s: float) -> BackendConfig:
+        return BackendConfig(
             kind="redis", redis_url=self.server.url, call_timeout_s=call_timeout_s
         )
+
+    async def gateway(self, call_timeout_s: float = 2.0):
+        config = self.config(call_timeout_s)
         backends = RedisBackends(config, f"gw{len(self.started)}", reactor)
         backends.bus.handler = Recorder()
         backends.startService()
@@ -118,6 +124,25 @@ class RedisHarness:
             await backends.stopService()
 
 
+class NatsHarness(RedisHarness):
+    """The Redis backends of several gateways with the NATS bus."""
+
+    name = "nats"
+
+    def __init__(self, server: RedisServer, nats: NatsServer) -> None:
+        super().__init__(server)
+        self.nats = nats
+
+    def config(self, call_timeout_s: float) -> BackendConfig:
+        return BackendConfig(
+            kind="redis",
+            redis_url=self.server.url,
+            call_timeout_s=call_timeout_s,
+            bus="nats",
+            nats_url=(self.nats.url,),
+        )
+
+
 @pytest.fixture(scope="module", name="redis_server")
 def fixture_redis_server():
     """One real redis-server for the module."""
@@ -131,13 +156,17 @@ async def make_harness(kind: str, request):
         made = MemoryHarness()
         made.backends = await made.gateway()
     else:
-        made = RedisHarness(request.getfixturevalue("redis_server"))
+        redis = request.getfixturevalue("redis_server")
+        if kind == "nats":
+            made = NatsHarness(redis, request.getfixturevalue("nats_server"))
+        else:
+            made = RedisHarness(redis)
         made.backends = await made.gateway()
         await made.backends.client.execute("FLUSHDB")
     return made
 
 
-@pytest_twisted.async_yield_fixture(params=["memory", "redis"], name="harness")
+@pytest_twisted.async_yield_fixture(params=["memory", "redis", "nats"], name="harness")
 async def fixture_harness(request):
     """The backends under test, fresh for each test."""
     made = await make_harness(request.param, request)

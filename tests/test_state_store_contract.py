@@ -240,15 +240,20 @@ async def test_world_set_conflict_reports_current_version(harness):
 
 @pytest_twisted.ensureDeferred
 async def test_world_set_publishes_its_change(harness):
-    """world_set publishes its new version and only the fields it set."""
+    """world_set publishes its new version and only the fields it set.
+
+    On NATS, where writes of several gateways may arrive out of order, it
+    publishes every field of the entity: the newer version is then whole.
+    """
     state = harness.backends.state
     zone = await zone_with_listener(harness)
     door = f"world.{zone}.door"
     await state.world_set(zone, door, {"open": False, "hp": 5}, None, "gw-b", 10)
     await state.world_set(zone, door, {"open": True}, 1, "gw-c", 10)
+    second = {"open": True, "hp": 5} if harness.name == "nats" else {"open": True}
     assert await published(harness, zone, 2) == [
         encode_zone_batch("gw-b", {door: (1, {"open": False, "hp": 5})}, []),
-        encode_zone_batch("gw-c", {door: (2, {"open": True})}, []),
+        encode_zone_batch("gw-c", {door: (2, second)}, []),
     ]
 
 

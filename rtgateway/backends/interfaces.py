@@ -183,6 +183,35 @@ class IBus(Interface):
         """Send ``message`` (bytes) to every gateway subscribed to ``channel``."""
 
 
+class IServiceBus(Interface):
+    """The subjects backend services speak directly (the NATS bus only).
+
+    A gateway with callees of a procedure takes calls of it in the
+    procedure's queue group, next to services listening there themselves;
+    calls it sends there are answered through :meth:`on_reply`; and the
+    publications services send for players reach one gateway.
+    """
+
+    def serve_procedure(procedure, handler):
+        """Take calls of ``procedure``: ``handler(request_bytes, answer)``.
+
+        ``answer(response_bytes)`` sends the JSON-RPC response to the caller,
+        who has already been told which gateway took the call.
+        """
+
+    def stop_procedure(procedure):
+        """Stop taking calls of ``procedure`` (no callee left here)."""
+
+    def call_procedure(procedure, body):
+        """Send a JSON-RPC request to whoever serves ``procedure``; its reply key."""
+
+    def on_reply(listener):
+        """Call ``listener(key, msg)`` for each reply to :meth:`call_procedure`."""
+
+    def serve_publications(handler):
+        """Take services' publications: ``handler(topic, body, answer or None)``."""
+
+
 class IBackends(Interface):
     """The backends of one gateway, started and stopped together."""
 

@@ -1,7 +1,7 @@
 """A NATS client on Twisted: one connection, kept up, to one of a cluster's servers.
 
 Why not nats-py: it runs on asyncio, so the gateway would have to run on
-Twisted's asyncio reactor, which costs the gateway a fifth of its
+Twisted's asyncio reactor, which costs the gateway 17 % of its
 throughput against epoll (``python -m bench reactors``, docs/cluster.rst);
 the protocol is small enough that the client below, on any reactor, is
 less code than the bridging would be.

@@ -19,6 +19,11 @@ presence scripts cross player, gateway and zone keys: they need one Redis
 touch the keys of one zone, all tagged by it (see :mod:`.state`). The
 procedure scripts touch one procedure's key and the cluster-wide index of
 names (see :mod:`.procedures`).
+
+With ``bus = "nats"`` the bus is :class:`~rtgateway.backends.nats.NatsBus`
+instead of Redis pub/sub: the subscriber connection gives way to a NATS
+connection, and the history and state stores publish there what their
+scripts would have published inside Redis.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from zope.interface import implementer
 
 from rtgateway.backends.interfaces import IBackends
+from rtgateway.backends.nats import NatsBus
 from rtgateway.backends.redis.bus import RedisBus
 from rtgateway.backends.redis.client import RedisClient
 from rtgateway.backends.redis.history import RedisHistory
@@ -39,6 +45,7 @@ from rtgateway.backends.redis.procedures import RedisProcedureRegistry
 from rtgateway.backends.redis.sessions import RedisSessionStore
 from rtgateway.backends.redis.state import RedisStateStore
 from rtgateway.backends.redis.target import RedisTarget, parse_redis_url
+from rtgateway.nats.client import NatsClient
 
 if TYPE_CHECKING:
     from rtgateway.config import BackendConfig
@@ -70,14 +77,26 @@ class RedisBackends(Service):
             self._reactor = clock
         timeout = config.call_timeout_s
         self.client = RedisClient(self._target, timeout, clock, f"rtgw:{gateway_id}")
+        self.bus: RedisBus | NatsBus
+        if config.bus == "nats":
+            self.bus = NatsBus(
+                _nats_client(config, gateway_id, self._reactor or clock),
+                self.client,
+                gateway_id,
+                timeout,
+                clock,
+            )
+            outside = self.bus  # the stores publish on NATS themselves
+        else:
+            self.bus = RedisBus(
+                self._target, self.client, timeout, clock, f"rtgw:{gateway_id}:bus"
+            )
+            outside = None  # the scripts publish inside Redis
         self.sessions = RedisSessionStore(self.client)
-        self.history = RedisHistory(self.client)
+        self.history = RedisHistory(self.client, outside)
         self.presence = RedisPresenceStore(self.client)
-        self.state = RedisStateStore(self.client)
+        self.state = RedisStateStore(self.client, outside)
         self.procedures = RedisProcedureRegistry(self.client)
-        self.bus = RedisBus(
-            self._target, self.client, timeout, clock, f"rtgw:{gateway_id}:bus"
-        )
 
     def startService(self) -> None:
         super().startService()
@@ -85,7 +104,10 @@ class RedisBackends(Service):
         if reactor is None:
             from twisted.internet import reactor  # txredisapi's reactor too
         self.client.start(reactor)
-        self.bus.start(reactor)
+        if isinstance(self.bus, NatsBus):
+            self.bus.start()
+        else:
+            self.bus.start(reactor)
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -94,3 +116,19 @@ class RedisBackends(Service):
 
     def ready(self) -> bool:
         return self.client.connected and self.bus.connected
+
+
+def _nats_client(config: BackendConfig, gateway_id: str, reactor: Any) -> NatsClient:
+    """The gateway's NATS connection, as ``[backend]`` describes it."""
+    if reactor is None:
+        from twisted.internet import reactor
+    return NatsClient(
+        reactor,
+        list(config.nats_url),
+        name=f"rtgw:{gateway_id}",
+        token=config.nats_token,
+        user=config.nats_user,
+        password=config.nats_password,
+        tls_ca=config.nats_tls_ca,
+        connect_timeout_s=config.call_timeout_s,
+    )

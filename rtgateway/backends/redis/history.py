@@ -20,6 +20,15 @@ A topic that has never had an event still has an epoch, created by the
 first read: reading ``(0, E)`` and later replaying from it must work. The
 interface gives ``read`` no TTL, so such an epoch-only topic expires after
 :data:`EMPTY_TOPIC_TTL_MS`; the first append then sets the topic's own TTL.
+With the NATS bus, the script is given no channel and publishes nothing:
+the store publishes the same envelope on NATS once Redis has answered.
+Appends of one gateway are then published in offset order; those of
+several gateways may interleave, and the broker, which delivers by offset,
+fills the gap from the history when a later offset arrives first. An append
+whose publication is lost (the gateway died in between, NATS was down)
+reaches subscribers with the next event of its topic, or when the bus
+comes back.
+
 When the meta hash is gone (expired, or Redis restarted without its data),
 the next read or append starts a new epoch at offset 0 and drops any stream
 left behind.
@@ -28,19 +37,20 @@ left behind.
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from zope.interface import implementer
 
-from rtgateway.backends.interfaces import ITopicHistory, Position, StoredEvent
+from rtgateway.backends.interfaces import IBus, ITopicHistory, Position, StoredEvent
 from rtgateway.backends.keys import topic_channel
-from rtgateway.backends.memory import new_epoch, replay
+from rtgateway.backends.memory import envelope, new_epoch, replay
 from rtgateway.backends.redis.client import RedisClient, Script
 from rtgateway.backends.redis.keyspace import topic_log_key, topic_meta_key
 
 #: How long the epoch of a topic that was read but never written is kept.
 EMPTY_TOPIC_TTL_MS = 24 * 3600 * 1000
 
-# KEYS: log, meta. ARGV: body, size, ttl ms, a new epoch, bus channel.
-# Returns {offset, epoch}; publishes memory.envelope()'s bytes.
+# KEYS: log, meta. ARGV: body, size, ttl ms, a new epoch, bus channel ('':
+# none). Returns {offset, epoch}; publishes memory.envelope()'s bytes.
 APPEND = Script("""
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then
@@ -53,8 +63,10 @@ redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], string.format('0-%d', offset),
            'b', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('PUBLISH', ARGV[5],
-           string.format('%d|', offset) .. epoch .. '|' .. ARGV[1])
+if ARGV[5] ~= '' then
+  redis.call('PUBLISH', ARGV[5],
+             string.format('%d|', offset) .. epoch .. '|' .. ARGV[1])
+end
 return {offset, epoch}
 """)
 
@@ -94,15 +106,39 @@ def _position(reply: list) -> Position:
 
 @implementer(ITopicHistory)
 class RedisHistory:
-    """Reliable topics in Redis streams, shared by every gateway."""
+    """Reliable topics in Redis streams, shared by every gateway.
 
-    def __init__(self, client: RedisClient) -> None:
+    ``outside`` is the bus to publish appends on when it is not Redis's own
+    pub/sub (None: the script publishes them).
+    """
+
+    log = Logger()
+
+    def __init__(self, client: RedisClient, outside: IBus | None = None) -> None:
         self._client = client
+        self._outside = outside
 
     def append(self, topic: str, body: bytes, size: int, ttl_ms: int) -> Deferred:
         keys = [topic_log_key(topic), topic_meta_key(topic)]
-        args = [body, size, ttl_ms, new_epoch(), topic_channel(topic)]
-        return self._client.evaluate(APPEND, keys, args).addCallback(_position)
+        channel = topic_channel(topic)
+        inside = "" if self._outside is not None else channel
+        args = [body, size, ttl_ms, new_epoch(), inside]
+        appended = self._client.evaluate(APPEND, keys, args).addCallback(_position)
+        if self._outside is not None:
+            appended.addCallback(self._publish, channel, body)
+        return appended
+
+    def _publish(self, position: Position, channel: str, body: bytes) -> Position:
+        assert self._outside is not None
+        message = envelope(position.offset, position.epoch, body)
+        self._outside.publish(channel, message).addErrback(
+            lambda failure: self.log.warn(
+                "publishing {channel} failed ({error}); subscribers repair it later",
+                channel=channel,
+                error=failure.value,
+            )
+        )
+        return position
 
     def read(self, topic: str, since: Position | None, limit: int) -> Deferred:
         keys = [topic_log_key(topic), topic_meta_key(topic)]

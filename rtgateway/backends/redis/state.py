@@ -18,6 +18,14 @@ and ``world_remove`` publish bytes that Python encoded; ``world_set``
 splices the version it assigns between JSON pieces that Python encoded
 (the gateway id, the entity id, the changed fields), building exactly the
 bytes of :func:`~rtgateway.backends.zonefeed.encode_zone_batch`.
+With the NATS bus the scripts are given no channel and publish nothing:
+the store publishes the batch on NATS once Redis has answered, so the
+writes of one gateway keep their order, while those of several may
+interleave. Replicas keep the newer version of an entity, so a
+``world_set`` then publishes every field of the entity (its script returns
+them), not only those it changed: an older write arriving late changes
+nothing, and the newer one it lost to is complete.
+
 ``load_zone`` is one script too; it builds the entity keys from the ids it
 reads, all of them under the zone's tag.
 """
@@ -28,9 +36,10 @@ from typing import Any
 
 import orjson
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
 from zope.interface import implementer
 
-from rtgateway.backends.interfaces import IStateStore, StoredEntity, ZoneFull
+from rtgateway.backends.interfaces import IBus, IStateStore, StoredEntity, ZoneFull
 from rtgateway.backends.keys import zone_channel
 from rtgateway.backends.redis.client import RedisClient, Script
 from rtgateway.backends.redis.keyspace import (
@@ -71,14 +80,15 @@ for k = changed + 2, #KEYS do
   redis.call('SREM', KEYS[1], ARGV[a])
   a = a + 1
 end
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
 return 1
 """)
 
 # KEYS: ids, entity. ARGV: expected version ('' for none), max entities,
 # entity id, channel, then as JSON the gateway id, the entity id and the
 # fields; then field, value pairs. Returns {1, new version}, {0, current
-# version} on a conflict or {-1, 0} when the zone is full.
+# version} on a conflict or {-1, 0} when the zone is full. Without a
+# channel ('') it publishes nothing and returns the entity's hash too.
 WORLD_SET = Script("""
 local current = tonumber(redis.call('HGET', KEYS[2], '_v') or '0')
 if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= current then return {0, current} end
@@ -88,6 +98,7 @@ if current == 0 then
 end
 local version = redis.call('HINCRBY', KEYS[2], '_v', 1)
 if #ARGV > 7 then redis.call('HSET', KEYS[2], unpack(ARGV, 8)) end
+if ARGV[4] == '' then return {1, version, redis.call('HGETALL', KEYS[2])} end
 redis.call('PUBLISH', ARGV[4], '{"g":' .. ARGV[5] .. ',"e":{' .. ARGV[6] ..
            ':[' .. string.format('%d', version) .. ',' .. ARGV[7] .. ']},"r":[]}')
 return {1, version}
@@ -102,7 +113,7 @@ if current == 0 then return {-1, 0} end
 if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= current then return {0, current} end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[1], ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return {1, current}
 """)
 
@@ -133,10 +144,33 @@ def _expected(expected_version: int | None) -> str | int:
 
 @implementer(IStateStore)
 class RedisStateStore:
-    """The zones' entities in Redis, shared by every gateway."""
+    """The zones' entities in Redis, shared by every gateway.
 
-    def __init__(self, client: RedisClient) -> None:
+    ``outside`` is the bus to publish batches on when it is not Redis's own
+    pub/sub (None: the scripts publish them).
+    """
+
+    log = Logger()
+
+    def __init__(self, client: RedisClient, outside: IBus | None = None) -> None:
         self._client = client
+        self._outside = outside
+
+    def _channel(self, zone: str) -> str:
+        """The channel the scripts publish on; '' when the store publishes."""
+        return "" if self._outside is not None else zone_channel(zone)
+
+    def _publish(self, reply: Any, zone: str, message: bytes) -> Any:
+        """Publish ``message`` on the outside bus, once Redis has answered."""
+        if self._outside is not None:
+            self._outside.publish(zone_channel(zone), message).addErrback(
+                lambda failure: self.log.warn(
+                    "publishing a batch of {zone} failed ({error})",
+                    zone=zone,
+                    error=failure.value,
+                )
+            )
+        return reply
 
     def load_zone(self, zone: str) -> Deferred:
         call = self._client.evaluate(
@@ -164,14 +198,16 @@ class RedisStateStore:
             return succeed(None)
         keys = [state_ids_key(zone)]
         message = encode_zone_batch(gateway_id, changed, removed)
-        args: list[Any] = [zone_channel(zone), message, len(changed)]
+        args: list[Any] = [self._channel(zone), message, len(changed)]
         for entity_id, (version, fields) in changed.items():
             keys.append(state_entity_key(zone, entity_id))
             args += [entity_id, version, len(fields), *encode_fields(fields)]
         keys += [state_entity_key(zone, entity_id) for entity_id in removed]
         args += removed
         call = self._client.evaluate(WRITE_PLAYERS, keys, args)
-        return call.addCallback(lambda _: None)
+        return call.addCallback(self._publish, zone, message).addCallback(
+            lambda _: None
+        )
 
     def world_set(
         self,
@@ -187,22 +223,33 @@ class RedisStateStore:
             _expected(expected_version),
             max_entities,
             entity_id,
-            zone_channel(zone),
+            self._channel(zone),
             orjson.dumps(gateway_id),
             orjson.dumps(entity_id),
             orjson.dumps(fields),
             *encode_fields(fields),
         ]
         call = self._client.evaluate(WORLD_SET, keys, args)
-        return call.addCallback(self._set, max_entities)
+        return call.addCallback(self._set, zone, entity_id, gateway_id, max_entities)
 
-    @staticmethod
-    def _set(reply: list, max_entities: int) -> int:
-        status, version = reply
+    def _set(
+        self,
+        reply: list,
+        zone: str,
+        entity_id: str,
+        gateway_id: str,
+        max_entities: int,
+    ) -> int:
+        status, version = reply[:2]
         if status == 0:
             raise Conflict(version)
         if status < 0:
             raise ZoneFull(max_entities)
+        if len(reply) > 2:  # the whole entity, for the outside bus
+            entity = decode_entity(entity_id, reply[2])
+            assert entity is not None
+            batch = {entity_id: (version, entity.fields)}
+            self._publish(None, zone, encode_zone_batch(gateway_id, batch, []))
         return version
 
     def world_remove(
@@ -213,14 +260,10 @@ class RedisStateStore:
         gateway_id: str,
     ) -> Deferred:
         keys = [state_ids_key(zone), state_entity_key(zone, entity_id)]
-        args = [
-            _expected(expected_version),
-            entity_id,
-            zone_channel(zone),
-            encode_zone_batch(gateway_id, {}, [entity_id]),
-        ]
+        message = encode_zone_batch(gateway_id, {}, [entity_id])
+        args = [_expected(expected_version), entity_id, self._channel(zone), message]
         call = self._client.evaluate(WORLD_REMOVE, keys, args)
-        return call.addCallback(self._removed)
+        return call.addCallback(self._removed).addCallback(self._publish, zone, message)
 
     @staticmethod
     def _removed(reply: list) -> None:
