@@ -3,17 +3,22 @@
 A backend service on gateway B registers a procedure; a player on gateway A
 calls it through the bus and gets the answer. Then B is killed (SIGKILL)
 with calls in flight: they fail with -32005 once B's registry entries run
-out (its liveness TTL), and the procedure is gone from the cluster.
+out (its liveness TTL), and the procedure is gone from the cluster. Both
+run on Redis pub/sub and on a real nats-server (``bus = "nats"``), where
+services may also speak NATS themselves (:class:`NatsPeer`, a blocking
+client on the project's sans-io NATS parser).
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pytest
 from websockets.sync.client import connect
 
+from rtgateway.nats import protocol as wire
 from rtgateway.testing import GatewayProcess, make_config, token_for
 
 pytestmark = pytest.mark.integration
@@ -56,23 +61,93 @@ class Peer:
         self.ws.close()
 
 
-@pytest.fixture
-def gateways(tmp_path, redis_server):
-    """Gateways A and B on the shared redis-server, emptied first."""
-    redis_server.flush()
-    sections = {
-        "backend": {"kind": "redis", "redis_url": redis_server.url},
+class NatsPeer:
+    """A backend service speaking NATS itself, with blocking reads."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("nats://").rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.parser = wire.Parser()
+        self.queue: list = []
+        self.next_message(wire.Info)
+        options = {"verbose": False, "headers": True, "no_responders": True}
+        self.sock.sendall(wire.connect(options) + wire.PING)
+        self.next_message(wire.Pong)
+        self.sids = 0
+
+    def next_message(self, kind=wire.Msg, timeout: float = 10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            for n, message in enumerate(self.queue):
+                if isinstance(message, kind):
+                    return self.queue.pop(n)
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            for message in self.parser.feed(self.sock.recv(65536)):
+                if isinstance(message, wire.Ping):
+                    self.sock.sendall(wire.PONG)
+                else:
+                    self.queue.append(message)
+
+    def subscribe(self, subject: str, queue: str | None = None) -> None:
+        self.sids += 1
+        self.sock.sendall(wire.sub(subject, self.sids, queue) + wire.PING)
+        self.next_message(wire.Pong)
+
+    def publish(self, subject: str, payload: bytes, reply: str | None = None):
+        self.sock.sendall(wire.pub(subject, payload, reply))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def backend_sections(bus: str, redis_server, nats_server) -> dict:
+    backend = {"kind": "redis", "redis_url": redis_server.url}
+    if bus == "nats":
+        backend.update(bus="nats", nats_url=[nats_server.url])
+    return {
+        "backend": backend,
         "presence": {"gateway_ttl_s": TTL_S, "reap_interval_s": 1},
         "procedures": {"call_timeout_s": 30},
+        "topics": {"chat": {"subscribe": "any", "publish": "any"}},
+        "events": {"chat.message": {"schema": {"type": "object"}}},
     }
-    started = [
+
+
+def start_gateways(tmp_path, sections):
+    return [
         GatewayProcess(tmp_path, sections, name=name).start()
         for name in ("gw-a", "gw-b")
     ]
-    yield started
+
+
+def stop_gateways(started) -> None:
     for process in started:
         process.stop()
         assert "Traceback" not in process.log(), process.log()
+
+
+@pytest.fixture(params=["redis", "nats"])
+def gateways(request, tmp_path, redis_server, nats_server):
+    """Gateways A and B on the shared redis-server, emptied first, on each bus."""
+    redis_server.flush()
+    started = start_gateways(
+        tmp_path, backend_sections(request.param, redis_server, nats_server)
+    )
+    yield started
+    stop_gateways(started)
+
+
+@pytest.fixture
+def nats_gateways(tmp_path, redis_server, nats_server):
+    """Gateways A and B with the NATS bus, and a service on NATS."""
+    redis_server.flush()
+    started = start_gateways(
+        tmp_path, backend_sections("nats", redis_server, nats_server)
+    )
+    peer = NatsPeer(nats_server.url)
+    yield started, peer
+    peer.close()
+    stop_gateways(started)
 
 
 def test_player_on_a_calls_service_on_b(gateways):
@@ -124,3 +199,79 @@ def test_sigkill_of_the_callee_gateway_fails_calls_in_flight(gateways):
     player.request("game.slow", {}, 20)
     assert player.answer(20)["error"]["code"] == -32601
     player.close()
+
+
+def test_service_on_nats_answers_players(nats_gateways):
+    """rtgw.rpc.<procedure>: the request with _caller, results and errors as sent."""
+    (a, _), service = nats_gateways
+    service.subscribe("rtgw.rpc.shop.buy", queue="rtgw.rpc.shop.buy")
+    player = Peer(a.url, "alice")
+    player.request("shop.buy", {"item": "sword"}, 10)
+    call = service.next_message()
+    request = json.loads(call.payload)
+    assert request["method"] == "shop.buy" and request["jsonrpc"] == "2.0"
+    assert request["params"] == {
+        "item": "sword",
+        "_caller": {"player_id": "alice", "session_id": player.welcome["session_id"]},
+    }
+    answer = {"jsonrpc": "2.0", "result": {"paid": 3}, "id": request["id"]}
+    service.publish(call.reply, json.dumps(answer).encode())
+    assert player.answer(10) == {"jsonrpc": "2.0", "result": {"paid": 3}, "id": 10}
+    player.request("shop.buy", {}, 11)
+    call = service.next_message()
+    error = {"code": 1002, "message": "no gold", "data": {"need": 3}}
+    answer = {"jsonrpc": "2.0", "error": error, "id": json.loads(call.payload)["id"]}
+    service.publish(call.reply, json.dumps(answer).encode())
+    assert player.answer(11)["error"] == error
+    player.request("shop.buy", {}, 12)
+    service.publish(service.next_message().reply, b'{"jsonrpc": "2.0", "id": 1}')
+    assert player.answer(12)["error"]["code"] == -32603  # malformed
+    player.request("shop.buy", {}, 13)
+    service.publish(service.next_message().reply, b"not json")
+    assert player.answer(13)["error"]["code"] == -32603
+    player.request("shop.nobody", {}, 14)
+    assert player.answer(14)["error"]["code"] == -32601  # no responders
+    player.close()
+
+
+def test_websocket_callee_serves_calls_from_nats(nats_gateways):
+    """A callee registered on B takes calls in its queue group, from NATS too."""
+    (_, b), peer = nats_gateways
+    service = Peer(b.url, "world-svc", roles=("service",))
+    service.request("rpc.register", {"procedure": "game.open"}, 1)
+    assert "result" in service.answer(1)
+    peer.subscribe("_INBOX.test.*")
+    body = {"jsonrpc": "2.0", "method": "game.open", "params": {"d": 1}, "id": 7}
+    peer.publish("rtgw.rpc.game.open", json.dumps(body).encode(), "_INBOX.test.1")
+    accepted = peer.next_message()
+    assert accepted.headers == {"Rtgw-Gateway": "gw-b"} and accepted.payload == b""
+    invocation = service.next()
+    assert invocation["params"] == {"d": 1}
+    service.send({"jsonrpc": "2.0", "result": {"ok": 1}, "id": invocation["id"]})
+    response = json.loads(peer.next_message().payload)
+    assert response == {"jsonrpc": "2.0", "result": {"ok": 1}, "id": 7}
+    service.close()
+
+
+def test_publication_from_nats_reaches_players(nats_gateways):
+    """rtgw.publish.<topic> {type, data}: published once, bad ones refused."""
+    (a, b), peer = nats_gateways
+    players = [Peer(a.url, "alice"), Peer(b.url, "bob")]
+    for player in players:
+        player.request("pubsub.subscribe", {"topic": "chat.lobby"}, 1)
+        assert "result" in player.answer(1)
+    peer.subscribe("_INBOX.pub.*")
+    event = {"type": "chat.message", "data": {"text": "hi"}}
+    peer.publish("rtgw.publish.chat.lobby", json.dumps(event).encode(), "_INBOX.pub.1")
+    assert "result" in json.loads(peer.next_message().payload)
+    for player in players:
+        delivered = player.next()
+        assert delivered["method"] == "chat.message"
+        assert delivered["params"]["data"] == {"text": "hi"}
+        assert "from" not in delivered["params"]
+    peer.publish("rtgw.publish.chat.lobby", b'{"type": "nope"}', "_INBOX.pub.2")
+    assert json.loads(peer.next_message().payload)["error"]["code"] == -32602
+    peer.publish("rtgw.publish.chat.lobby", b"[1]", "_INBOX.pub.3")
+    assert json.loads(peer.next_message().payload)["error"]["code"] == -32602
+    for player in players:
+        player.close()

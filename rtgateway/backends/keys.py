@@ -29,3 +29,9 @@ def zone_channel(zone: str) -> str:
 def call_channel(gateway_id: str) -> str:
     """The bus channel of routed calls to a gateway, and of answers to its calls."""
     return f"{PREFIX}.call.{gateway_id}"
+
+
+#: The header of the empty first reply a gateway sends to a call it took on
+#: NATS (``rtgw.rpc.<procedure>``): its id, so that the caller can fail the
+#: call with -32005 should that gateway die before answering.
+ACCEPTED_HEADER = "Rtgw-Gateway"

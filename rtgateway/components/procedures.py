@@ -15,6 +15,18 @@ checks the gateways its calls in flight wait on, and fails with -32005 the
 calls of a gateway that no longer has an entry (it died). Calls to other
 gateways travel on the callee gateway's call channel and their answers on
 the caller's (:func:`call_channel`).
+
+On the NATS bus (:class:`~rtgateway.backends.interfaces.IServiceBus`)
+calls between gateways use the service subjects instead, so that backend
+services listening on NATS themselves share the calls: a gateway with
+callees of a procedure takes calls of it in the procedure's queue group,
+and a call with no local callee is sent to that group. The member that
+takes it says which gateway it is (none: a service on NATS), so that the
+liveness loop can fail it with -32005 should that gateway die; nobody in
+the group is -32601 at once (NATS's no-responders). A response that is not
+a JSON-RPC response, or is larger than ``limits.max_message_bytes``, is
+-32603. Services' publications on ``rtgw.publish.<topic>`` are published
+here as the gateway's own (:meth:`ProceduresComponent.take_publication`).
 """
 
 from __future__ import annotations
@@ -30,12 +42,17 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rtgateway.backends.interfaces import IBus, IProcedureRegistry
-from rtgateway.backends.keys import call_channel
+from rtgateway.backends.interfaces import IBus, IProcedureRegistry, IServiceBus
+from rtgateway.backends.keys import ACCEPTED_HEADER, call_channel
 from rtgateway.components.routed_calls import CalleeError, CallTable
 from rtgateway.components.sessions import SessionsComponent
 from rtgateway.routing.broker import Broker
-from rtgateway.routing.names import check_procedure, is_routable, topic_error
+from rtgateway.routing.names import (
+    check_procedure,
+    is_routable,
+    split_topic,
+    topic_error,
+)
 from rtgateway.routing.router import Router
 from rtgateway.routing.schemas import CompiledSchema, SchemaDefinitionError
 from rtgateway.wire.errors import (
@@ -45,7 +62,14 @@ from rtgateway.wire.errors import (
     RTGatewayError,
     Unavailable,
 )
-from rtgateway.wire.jsonrpc import Request, Response, request
+from rtgateway.wire.jsonrpc import (
+    Request,
+    Response,
+    error_response,
+    parse_response,
+    request,
+    result_response,
+)
 
 PROCEDURE_NAME = {"type": "string", "minLength": 1, "maxLength": 255}
 PROCEDURE_PARAMS = {
@@ -68,6 +92,8 @@ REGISTER_PARAMS = {
 }
 EMPTY_RESULT = {"type": "object", "additionalProperties": False}
 METHODS = ("rpc.register", "rpc.unregister")
+#: The owner of a call sent on NATS until a gateway says it took it.
+NATS_SERVICE = ""
 
 
 class ProceduresComponent(Service):
@@ -107,6 +133,10 @@ class ProceduresComponent(Service):
         self._ids = itertools.count(1)
         self._renewal = LoopingCall(self._renew)
         self._renewal.clock = clock
+        self._max_response = config.limits.max_message_bytes
+        self._nats = bus if IServiceBus.providedBy(bus) else None
+        if self._nats is not None:
+            self._nats.on_reply(self._nats_reply)
         sessions.add_listener(self)
 
     # -- service ---------------------------------------------------------------
@@ -137,6 +167,8 @@ class ProceduresComponent(Service):
         self._renewal.start(self._ttl_s / 3, now=False).addErrback(
             self._log_failure, "the procedure renewal loop"
         )
+        if self._nats is not None:
+            self._nats.serve_publications(self.take_publication)
 
     def stopService(self) -> None:
         for name in METHODS:
@@ -149,6 +181,8 @@ class ProceduresComponent(Service):
         self._remote.fail_all(gone)
         for procedure in list(self._callees):
             self._withdraw(procedure)
+            if self._nats is not None:
+                self._nats.stop_procedure(procedure)
         self._callees.clear()
         self._descriptions.clear()
         self._broker.remove_channel_handler(call_channel(self._gateway_id))
@@ -163,6 +197,8 @@ class ProceduresComponent(Service):
         callees = self._callees.setdefault(procedure, [])
         if caller not in callees:
             callees.append(caller)
+        if self._nats is not None:
+            self._nats.serve_procedure(procedure, self._serve_nats_call)
         if description is not None:
             self._descriptions[procedure] = description
         if len(callees) == 1 or description is not None:
@@ -221,6 +257,8 @@ class ProceduresComponent(Service):
             self._turns.pop(procedure, None)
             self._descriptions.pop(procedure, None)
             self._withdraw(procedure)
+            if self._nats is not None:
+                self._nats.stop_procedure(procedure)
 
     def _withdraw(self, procedure: str) -> None:
         self._registry.withdraw(procedure, self._gateway_id).addErrback(
@@ -256,6 +294,8 @@ class ProceduresComponent(Service):
         timeout_s = self._timeout(procedure)
         if procedure in self._callees:
             return self._call_local(procedure, params, timeout_s)
+        if self._nats is not None:
+            return self._call_nats(procedure, params, timeout_s)
         return Deferred.fromCoroutine(self._call_remote(procedure, params, timeout_s))
 
     def _timeout(self, procedure: str) -> float:
@@ -303,6 +343,118 @@ class ProceduresComponent(Service):
         sent = self._bus.publish(call_channel(target), body)
         sent.addErrback(lambda f: self._remote.fail(call_id, Unavailable()))
         return await answer
+
+    # -- calls on NATS ----------------------------------------------------------
+
+    def _call_nats(self, procedure: str, params: dict, timeout_s: float) -> Deferred:
+        """Send the call to the procedure's queue group on NATS."""
+        assert self._nats is not None
+        call_id = next(self._ids)
+        try:
+            body = orjson.dumps(request(call_id, procedure, params))
+        except TypeError:
+            raise _not_relayable() from None
+        key = self._nats.call_procedure(procedure, body)
+        return self._remote.add(key, NATS_SERVICE, procedure, timeout_s)
+
+    def _nats_reply(self, key: str, msg: Any) -> None:
+        """A reply to a call sent on NATS: who took it, or its answer."""
+        call = self._remote.get(key)
+        if call is None:
+            return  # late, after its timeout
+        if msg.status == 503:
+            self._remote.fail(key, MethodNotFound())
+        elif msg.headers and ACCEPTED_HEADER in msg.headers and not msg.payload:
+            call.owner = msg.headers[ACCEPTED_HEADER]
+        elif len(msg.payload) > self._max_response:
+            self.log.warn(
+                "a response to {procedure} over the size limit",
+                procedure=call.procedure,
+            )
+            self._remote.fail(key, InternalError())
+        else:
+            self._answer_from(key, msg.payload, call.procedure)
+
+    def _answer_from(self, key: str, payload: bytes, procedure: str) -> None:
+        try:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            document = None
+        response = (
+            parse_response(document)
+            if isinstance(document, dict)
+            else Response(None, malformed=True)
+        )
+        if response.malformed:
+            self.log.warn(
+                "a malformed response to {procedure} on NATS", procedure=procedure
+            )
+            self._remote.fail(key, InternalError())
+        elif response.error is not None:
+            self._remote.fail(key, CalleeError(response.error))
+        else:
+            self._remote.resolve(key, response.result)
+
+    def _serve_nats_call(self, body: bytes, answer: Any) -> None:
+        """A call from the queue group (a gateway or a service) for a callee here."""
+        try:
+            message = orjson.loads(body)
+            call_id = message.get("id")
+            procedure, params = message["method"], message.get("params", {})
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+            self.log.warn("unreadable call on NATS")
+            return
+        if not isinstance(params, dict) or not isinstance(procedure, str):
+            error: RTGatewayError = InvalidParams(
+                [{"path": "", "message": "a routed call takes params by name"}]
+            )
+            answer(orjson.dumps(error_response(call_id, error)))
+            return
+        try:
+            done = self._call_local(procedure, params, self._timeout(procedure))
+        except RTGatewayError as refused:
+            answer(orjson.dumps(error_response(call_id, refused)))
+            return
+        done.addCallbacks(
+            lambda result: answer(_json(result_response(call_id, result), call_id)),
+            lambda failure: answer(
+                orjson.dumps(error_response(call_id, self._error(failure)))
+            ),
+        )
+
+    def take_publication(self, topic: str, body: bytes, answer: Any) -> None:
+        """A service's ``{type, data}`` on ``rtgw.publish.<topic>``, published here.
+
+        With a reply subject the service hears the publish result (JSON-RPC
+        shaped: ``{"result": {"offset": n}}`` or ``{"error": {...}}``).
+        """
+        Deferred.fromCoroutine(self._publication(topic, body)).addCallback(
+            lambda outcome: answer(orjson.dumps(outcome)) if answer else None
+        )
+
+    async def _publication(self, topic: str, body: bytes) -> dict[str, Any]:
+        try:
+            event = orjson.loads(body)
+            if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                raise InvalidParams(
+                    [{"path": "", "message": "a publication is {type, data}"}]
+                )
+            if set(event) - {"type", "data"}:
+                raise InvalidParams([{"path": "", "message": "only type and data"}])
+            split_topic(topic)
+            result = await self._broker.emit(topic, event["type"], event.get("data"))
+        except orjson.JSONDecodeError:
+            return {
+                "error": InvalidParams(
+                    [{"path": "", "message": "not JSON"}]
+                ).to_error_object()
+            }
+        except RTGatewayError as error:
+            return {"error": error.to_error_object()}
+        except Exception:
+            self.log.failure("a publication from NATS failed")
+            return {"error": InternalError().to_error_object()}
+        return {"result": result}
 
     # -- responses from callees ------------------------------------------------
 
@@ -399,6 +551,8 @@ class ProceduresComponent(Service):
                     held, self._gateway_id, ttl_ms, self._described(held)
                 )
             for gateway_id, procedures in self._remote.owners().items():
+                if gateway_id == NATS_SERVICE:
+                    continue  # no gateway took it (yet): only its timer ends it
                 for procedure in procedures:
                     if gateway_id not in await self._registry.gateways(procedure):
                         self._remote.fail_owner(
@@ -474,3 +628,11 @@ def _not_relayable() -> InvalidParams:
             }
         ]
     )
+
+
+def _json(response: dict[str, Any], call_id: Any) -> bytes:
+    """A response as JSON; -32603 for a result JSON cannot carry (CBOR bytes)."""
+    try:
+        return orjson.dumps(response)
+    except TypeError:
+        return orjson.dumps(error_response(call_id, InternalError()))

@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rtgateway.backends.interfaces import IBus, IBusHandler, IServiceBus
+from rtgateway.backends.keys import ACCEPTED_HEADER
 from rtgateway.backends.redis.client import RedisClient, as_unavailable
 from rtgateway.nats.client import NatsClient, Subscription
 from rtgateway.nats.protocol import Msg
@@ -44,10 +45,6 @@ from rtgateway.wire.errors import RTGatewayError, Unavailable
 RPC_PREFIX = "rtgw.rpc."
 PUBLISH_PREFIX = "rtgw.publish."
 PUBLISH_QUEUE = "rtgw.publish"
-#: The header a gateway's first, empty reply to a call carries: which
-#: gateway took the call, so the caller can fail it with -32005 should
-#: that gateway die before answering.
-ACCEPTED_HEADER = "Rtgw-Gateway"
 
 
 @implementer(IBus, IServiceBus)
