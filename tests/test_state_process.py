@@ -341,12 +341,14 @@ def _text_frame(text: str) -> bytes:
     return header + mask + masked
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """Two gateway processes on one real redis-server."""
+@pytest.fixture(scope="module", params=["redis", "nats"])
+def cluster(request, tmp_path_factory, nats_server):
+    """Two gateway processes on one real redis-server, on either bus."""
     directory = tmp_path_factory.mktemp("state-cluster")
     with RedisServer() as redis:
         backend = {"backend": {"kind": "redis", "redis_url": redis.url}}
+        if request.param == "nats":
+            backend["backend"].update(bus="nats", nats_url=[nats_server.url])
         gateways = [
             GatewayProcess(directory, {**SETTINGS, **backend}, name=name).start()
             for name in ("gw1", "gw2")
