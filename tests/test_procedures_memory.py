@@ -261,6 +261,27 @@ def test_round_robin_between_callees(gateway):
     assert all(p["_caller"]["player_id"] == "bob" for p in firsts)
 
 
+@pytest.mark.parametrize(
+    ("balance", "third_to"), [("least_busy", "svc2"), ("round_robin", "svc1")]
+)
+def test_balance_least_busy_or_in_turn(make_memory_gateway, balance, third_to):
+    """svc2 answered its call, svc1 not: least busy sends the next to svc2."""
+    gateway = make_memory_gateway(
+        {"procedures": {**SETTINGS["procedures"], "balance": balance}}
+    )
+    callees = {name: service(gateway, name) for name in ("svc1", "svc2")}
+    for callee in callees.values():
+        register(gateway, callee)
+    player = gateway.open("bob")
+    start_call(gateway, player, "game.echo", id=101)
+    start_call(gateway, player, "game.echo", id=102)
+    (second,) = requests(callees["svc2"])
+    send(gateway, callees["svc2"], {"jsonrpc": "2.0", "result": 2, "id": second["id"]})
+    start_call(gateway, player, "game.echo", id=103)
+    counts = {name: len(requests(c)) for name, c in callees.items()}
+    assert counts == {"svc1": 1, "svc2": 1, third_to: 2}
+
+
 def test_only_the_invoked_callee_may_answer(gateway):
     """A response from another service to someone else's call is ignored."""
     callee, other = service(gateway, "svc1"), service(gateway, "svc2")

@@ -24,6 +24,7 @@ SCENARIOS = {
     "soak": "bench.scenarios.soak",
     "client": "bench.scenarios.client",
     "services": "bench.scenarios.services",
+    "balance": "bench.scenarios.balance",
 }
 
 

@@ -53,6 +53,7 @@ class CallTable:
         self._clock = clock
         self._limit = limit
         self._calls: dict[Any, PendingCall] = {}
+        self._loads: dict[str, int] = {}  # calls in flight by owner
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -66,7 +67,20 @@ class CallTable:
         answer: Deferred = Deferred()
         timer = self._clock.callLater(timeout_s, self._expire, call_id)
         self._calls[call_id] = PendingCall(owner, procedure, answer, timer)
+        self._loads[owner] = self._loads.get(owner, 0) + 1
         return answer
+
+    def load(self, owner: str) -> int:
+        """How many calls ``owner`` has yet to answer (the least-busy choice)."""
+        return self._loads.get(owner, 0)
+
+    def reassign(self, call_id: Any, owner: str) -> None:
+        """The call is now ``owner``'s to answer (who took a call on NATS)."""
+        call = self.get(call_id)
+        if call is not None:
+            self._unload(call.owner)
+            call.owner = owner
+            self._loads[owner] = self._loads.get(owner, 0) + 1
 
     def get(self, call_id: Any) -> PendingCall | None:
         """The call waiting under ``call_id``, if any (ids may be of any type)."""
@@ -114,10 +128,20 @@ class CallTable:
     def _expire(self, call_id: Any) -> None:
         call = self._calls.pop(call_id, None)
         if call is not None:
+            self._unload(call.owner)
             call.answer.errback(Timeout("the callee did not answer in time"))
 
     def _pop(self, call_id: Any) -> PendingCall | None:
         call = self._calls.pop(call_id, None)
-        if call is not None and call.timer.active():
-            call.timer.cancel()
+        if call is not None:
+            self._unload(call.owner)
+            if call.timer.active():
+                call.timer.cancel()
         return call
+
+    def _unload(self, owner: str) -> None:
+        left = self._loads[owner] - 1
+        if left:
+            self._loads[owner] = left
+        else:
+            del self._loads[owner]

@@ -245,10 +245,12 @@ class ProceduresConfig:
     """Routed procedures: how long a callee may take, how many calls may wait.
 
     ``timeouts`` (``[procedures.timeouts]``) maps a procedure to a call
-    timeout of its own, for the few that are slow by nature.
+    timeout of its own, for the few that are slow by nature. ``balance``
+    picks among a gateway's own callees of a procedure.
     """
 
     call_timeout_s: float = key(10.0, positive)
+    balance: str = key("least_busy", one_of("least_busy", "round_robin"))
     max_in_flight: int = key(10000, positive)
     max_schema_bytes: int = key(16384, positive)
     timeouts: Mapping[str, float] = field(
