@@ -195,8 +195,8 @@ class IServiceBus(Interface):
     def serve_procedure(procedure, handler):
         """Take calls of ``procedure``: ``handler(request_bytes, answer)``.
 
-        ``answer(response_bytes)`` sends the JSON-RPC response to the caller,
-        who has already been told which gateway took the call.
+        ``answer(response_bytes)`` sends the JSON-RPC response to the caller;
+        a calling gateway has already been told which gateway took the call.
         """
 
     def stop_procedure(procedure):

@@ -18,7 +18,10 @@ Backend services may speak NATS directly (PROTOCOL.md section 8), so this
 bus also carries the service subjects (:class:`IServiceBus`): the
 procedures a gateway has callees of, each in its queue group
 ``rtgw.rpc.<procedure>``; calls this gateway sends there, answered on
-``rtgw.reply.<gateway>.<n>``; and the publications services send to
+``rtgw.reply.<gateway>.<n>`` (a call from a gateway names it in the
+``Rtgw-Gateway`` header, and a gateway that takes such a call first
+replies, empty, with its own id in that header; other callers get the
+JSON-RPC response alone); and the publications services send to
 ``rtgw.publish.<topic>``, taken by one gateway of the queue group
 ``rtgw.publish``.
 """
@@ -195,7 +198,8 @@ class NatsBus:
         reply = msg.reply
         if reply is None:
             return  # a call nobody waits for is not made
-        self._send(reply, b"", {ACCEPTED_HEADER: self._gateway_id})
+        if msg.headers and ACCEPTED_HEADER in msg.headers:  # from a gateway
+            self._send(reply, b"", {ACCEPTED_HEADER: self._gateway_id})
         try:
             handler(msg.payload, lambda body: self._send(reply, body))
         except Exception:
@@ -215,7 +219,12 @@ class NatsBus:
                 self._reply_prefix + "*", self._reply_received
             )
         key = str(next(self._call_numbers))
-        self.nats.publish(RPC_PREFIX + procedure, body, reply=self._reply_prefix + key)
+        self.nats.publish(
+            RPC_PREFIX + procedure,
+            body,
+            reply=self._reply_prefix + key,
+            headers={ACCEPTED_HEADER: self._gateway_id},
+        )
         return key
 
     def _reply_received(self, msg: Msg) -> None:
