@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -40,7 +40,6 @@ from zope.interface import implementer
 
 from rtgateway.backends.interfaces import IBus, IBusHandler, IServiceBus
 from rtgateway.backends.keys import ACCEPTED_HEADER
-from rtgateway.backends.redis.client import RedisClient, as_unavailable
 from rtgateway.nats.client import NatsClient, Subscription
 from rtgateway.nats.protocol import Msg
 from rtgateway.wire.errors import RTGatewayError, Unavailable
@@ -48,6 +47,24 @@ from rtgateway.wire.errors import RTGatewayError, Unavailable
 RPC_PREFIX = "rtgw.rpc."
 PUBLISH_PREFIX = "rtgw.publish."
 PUBLISH_QUEUE = "rtgw.publish"
+
+
+class Store(Protocol):
+    """The store's connection, which the bus waits for after a loss."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def add_up_listener(self, listener: Callable[[], None]) -> None: ...
+
+
+def as_unavailable(failure: Failure) -> Failure:
+    """Errback: a NATS call that failed or timed out becomes ``Unavailable``."""
+    if failure.check(Unavailable):
+        return failure
+    if failure.check(TimeoutError, CancelledError, RTGatewayError):
+        raise Unavailable() from failure.value
+    return failure
 
 
 @implementer(IBus, IServiceBus)
@@ -59,7 +76,7 @@ class NatsBus:
     def __init__(
         self,
         nats: NatsClient,
-        redis: RedisClient,
+        redis: Store,
         gateway_id: str,
         timeout: float,
         clock: IReactorTime,
