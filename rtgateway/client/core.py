@@ -23,6 +23,7 @@ import heapq
 import itertools
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 from rtgateway.client.actions import (
@@ -54,9 +55,12 @@ from rtgateway.client.stats import Stats
 from rtgateway.client.validation import EventValidator
 from rtgateway.wire import jsonrpc
 from rtgateway.wire.codecs import CODECS, JSON, Codec
-from rtgateway.wire.errors import MethodNotFound, RTGatewayError
+from rtgateway.wire.errors import InternalError, MethodNotFound, RTGatewayError
 
 log = logging.getLogger("rtgateway.client")
+
+#: ``handler(request, reply)`` for requests from the gateway (see ``serve``).
+RequestHandler = Callable[[dict[str, Any], Callable[[dict[str, Any]], bool]], None]
 
 STATE_PUSHES = frozenset({"state.snapshot", "state.delta", "state.check"})
 #: HTTP statuses at the upgrade that another gateway may not give.
@@ -110,6 +114,9 @@ class ClientCore:
         self._join: tuple[str, dict[str, Any]] | None = None
         self._presence: dict[str, Any] | None = None
         self._now = 0.0
+        self._request_handler: RequestHandler | None = None
+        #: Grows when a connection closes: replies only go out on their own.
+        self._connection = 0
 
     # -- what the application does ------------------------------------------------
 
@@ -127,6 +134,17 @@ class ClientCore:
 
     def off(self, event_type: str, handler: Handler) -> None:
         self.dispatcher.off(event_type, handler)
+
+    def serve(self, handler: RequestHandler | None) -> None:
+        """Answer the gateway's requests (procedure invocations) with ``handler``.
+
+        ``handler(request, reply)`` gets each request as decoded and answers
+        it, now or later, with ``reply(response)``: the response document is
+        written if the connection the request came on is still up (True),
+        dropped otherwise (False), since the gateway has failed that call
+        already. Without a handler, requests get -32601.
+        """
+        self._request_handler = handler
 
     def start(self, now: float) -> None:
         """Begin connecting (once)."""
@@ -380,6 +398,7 @@ class ClientCore:
     def closed(self, now: float, code: int | None, reason: str | None) -> None:
         """The WebSocket ended, after it had opened."""
         self._now = now
+        self._connection += 1
         if self.phase == "connecting":
             self.connect_failed(now, None, reason or "")
             return
@@ -568,8 +587,7 @@ class ClientCore:
         method = message.get("method")
         if isinstance(method, str):
             if "id" in message:
-                # Procedure invocations go to service connections only.
-                self._write(jsonrpc.error_response(message["id"], MethodNotFound()))
+                self._invoked(message)
             else:
                 self._notification(method, message.get("params"), now)
             return
@@ -583,6 +601,25 @@ class ClientCore:
         if call.method == "sys.ping" and call.sent_at is not None:
             self.stats_counters.rtts.append(now - call.sent_at)
         call.resolve(message.get("result"))
+
+    def _invoked(self, message: dict[str, Any]) -> None:
+        """A request from the gateway: the handler's to answer, else -32601."""
+        if self._request_handler is None:
+            # Procedure invocations go to service connections only.
+            self._write(jsonrpc.error_response(message["id"], MethodNotFound()))
+            return
+        reply = functools.partial(self._reply, self._connection)
+        try:
+            self._request_handler(message, reply)
+        except Exception:
+            log.exception("the request handler raised on %r", message.get("method"))
+            self._write(jsonrpc.error_response(message["id"], InternalError()))
+
+    def _reply(self, connection: int, response: dict[str, Any]) -> bool:
+        if connection != self._connection:
+            return False
+        self._write(response)
+        return True
 
     def _notification(self, method: str, params: Any, now: float) -> None:
         if not isinstance(params, dict):

@@ -22,7 +22,7 @@ from rtgateway.client.actions import (
     Send,
 )
 from rtgateway.client.calls import NORMAL, Call
-from rtgateway.client.core import ClientCore
+from rtgateway.client.core import ClientCore, RequestHandler
 from rtgateway.client.dispatch import Handler, LoggedFrame
 from rtgateway.client.options import ClientOptions
 from rtgateway.client.prediction import Apply, Predictor
@@ -157,6 +157,28 @@ class ClientBase(ABC):
 
     def off(self, event_type: str, handler: Handler) -> None:
         self.core.off(event_type, handler)
+
+    def serve(self, handler: RequestHandler | None) -> None:
+        """Answer the gateway's requests (routed calls, for a service) with ``handler``.
+
+        ``handler(request, reply)`` gets each request document and answers
+        it, at once or later, with ``reply(response)``, which sends the
+        response document and is True, or is False when the connection the
+        request came on has closed since (the gateway failed that call).
+        """
+        if handler is None:
+            self.core.serve(None)
+            return
+
+        def served(request: dict[str, Any], reply: Callable[..., bool]) -> None:
+            def reply_now(response: dict[str, Any]) -> bool:
+                sent = reply(response)
+                self._pump()
+                return sent
+
+            handler(request, reply_now)
+
+        self.core.serve(served)
 
     def call(
         self,
