@@ -257,3 +257,15 @@ async def test_stop_fails_requests_in_flight(nats_server):
 def test_finds_the_binary():
     """The test tooling finds a nats-server (the env variable, PATH or the package)."""
     assert find_nats_server()
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_sends_small_writes_at_once(nats_server, clients):
+    """TCP_NODELAY is set: a reply written after another must not wait for an ACK."""
+    import socket
+
+    client = client_of(nats_server.url)
+    clients.append(client)
+    await client.when_connected()
+    handle = client._protocol.transport.getHandle()
+    assert handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
