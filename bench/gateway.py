@@ -122,8 +122,10 @@ class BenchCluster:
 
     Every gateway gets the same ``overrides`` (and, on Redis, the server's
     URL); ``urls`` lists them in order, so load plans can spread their
-    connections over them. :meth:`cpu_seconds` reads every process of the
-    cluster (gateways and redis-server) for CPU accounting.
+    connections over them. ``bus = "nats"`` starts a nats-server too and
+    makes it the bus between the gateways. :meth:`cpu_seconds` reads every
+    process of the cluster (gateways, redis-server, nats-server) for CPU
+    accounting.
     """
 
     def __init__(
@@ -134,9 +136,14 @@ class BenchCluster:
         gateways: int = 1,
         reactor: str = "epoll",
         overrides: dict[str, dict[str, Any]] | None = None,
+        bus: str = "redis",
     ) -> None:
         if backend not in ("memory", "redis"):
             raise ValueError(f"unknown backend {backend!r}")
+        if bus not in ("redis", "nats") or (bus == "nats" and backend != "redis"):
+            raise ValueError(f"bus {bus!r} on backend {backend!r}")
+        self.bus = bus
+        self.nats: Any = None
         if backend == "memory" and gateways != 1:
             raise ValueError("memory backends are not shared between processes")
         self.backend = backend
@@ -158,6 +165,11 @@ class BenchCluster:
                 overrides.setdefault("backend", {}).update(
                     {"kind": "redis", "redis_url": self.redis.url}
                 )
+            if self.bus == "nats":
+                from rtgateway.testing.nats import NatsServer
+
+                self.nats = NatsServer().start()
+                overrides["backend"].update(bus="nats", nats_url=[self.nats.url])
             for index in range(self._count):
                 gateway = BenchGateway(
                     self._directory,
@@ -179,6 +191,9 @@ class BenchCluster:
         if self.redis is not None:
             self.redis.close()
             self.redis = None
+        if self.nats is not None:
+            self.nats.close()
+            self.nats = None
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -189,10 +204,12 @@ class BenchCluster:
         return self.gateways[0].secret
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU seconds so far: ``gateways`` (summed) and ``redis``."""
+        """CPU seconds so far: ``gateways`` (summed), ``redis`` and ``nats``."""
         used = {"gateways": sum(cpu_seconds(g.pid) for g in self.gateways)}
         if self.redis is not None:
             used["redis"] = cpu_seconds(self.redis.process.pid)
+        if self.nats is not None:
+            used["nats"] = cpu_seconds(self.nats.process.pid)
         return used
 
     def __enter__(self) -> BenchCluster:

@@ -134,7 +134,7 @@ def all_runs_error_free(document: dict) -> None:
 
 
 def test_fanout_delivers_to_every_subscriber_on_every_target(tmp_path):
-    """fanout runs one gateway, two on Redis and both raw broadcasts."""
+    """fanout runs one gateway, two on each bus and both raw broadcasts."""
     document = run_bench("fanout", tmp_path)
     assert [case["params"]["window"] for case in document["cases"]] == [1, 16]
     for case in document["cases"]:
@@ -142,13 +142,15 @@ def test_fanout_delivers_to_every_subscriber_on_every_target(tmp_path):
             "gateway",
             "gateway volatile",
             "2 gateways, redis",
+            "2 gateways, nats",
             "broadcast",
             "broadcast-raw",
         }
         assert case["reference"] == "broadcast"
         assert case["ratio"]["gateway"]["deliveries_per_s"] > 0
         assert "redis_cpu_us_per_delivery" in case["summary"]["2 gateways, redis"]
-    for target in ("gateway", "2 gateways, redis", "broadcast-raw"):
+        assert "nats_cpu_us_per_delivery" in case["summary"]["2 gateways, nats"]
+    for target in ("gateway", "2 gateways, redis", "2 gateways, nats", "broadcast-raw"):
         for summary in figures(document, target):
             assert_positive(
                 summary,
@@ -278,14 +280,25 @@ def test_soak_reports_every_minute_and_delivers_every_publication_once(tmp_path)
 
 def test_services_routes_calls_through_one_and_two_gateways(tmp_path):
     """services: routed calls and sys.ping on every topology, every call
-    answered, each routed figure with its ratio to sys.ping."""
+    answered, each routed figure with its ratio to sys.ping; then the bus
+    fan-out on Redis and NATS, every event delivered."""
     document = run_bench("services", tmp_path)
-    topologies = {case["params"]["topology"] for case in document["cases"]}
-    assert {"one gateway", "two gateways, Redis bus"} <= topologies
-    for case in document["cases"]:
+    routed = [c for c in document["cases"] if "topology" in c["params"]]
+    fanned = [c for c in document["cases"] if "topology" not in c["params"]]
+    assert {c["params"]["topology"] for c in routed} == {
+        "one gateway",
+        "two gateways, Redis bus",
+        "two gateways, NATS bus",
+    }
+    for case in routed:
         assert case["reference"] == "sys.ping"
         assert case["ratio"]["routed call"]["messages_per_s"] > 0
-    for target in ("sys.ping", "routed call"):
-        for summary in figures(document, target):
-            assert_positive(summary, "messages_per_s", "latency_p50_ms")
+        for target in ("sys.ping", "routed call"):
+            assert_positive(case["summary"][target], "messages_per_s", "latency_p50_ms")
+    assert [case["params"]["window"] for case in fanned] == [1, 16]
+    for case in fanned:
+        assert case["reference"] == "redis"
+        for bus in ("redis", "nats"):
+            assert_positive(case["summary"][bus], "deliveries_per_s", "latency_p50_ms")
+        assert "nats_cpu_us_per_delivery" in case["summary"]["nats"]
     all_runs_error_free(document)

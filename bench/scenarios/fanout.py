@@ -23,6 +23,8 @@ is the delivery latency. Targets, each on fresh processes:
   with the same data (no history, no offset);
 - ``2 gateways, redis``: two gateways sharing one redis-server, the
   subscribers split between them, the publisher on the first, reliable;
+- ``2 gateways, nats``: the same with a nats-server as the bus between
+  them (Redis still stores the history);
 - ``broadcast``: the baseline, raw Autobahn, sending a message prepared
   once to every other client with ``sendPreparedMessage`` (the reference);
 - ``broadcast-raw``: the baseline writing the prepared frame straight to
@@ -71,15 +73,18 @@ FIGURES = {
     "latency_max_ms": "latency max ms",
     "server_cpu_us_per_delivery": "server CPU us/delivery",
     "redis_cpu_us_per_delivery": "redis CPU us/delivery",
+    "nats_cpu_us_per_delivery": "nats CPU us/delivery",
     "load_cpu_us_per_delivery": "load CPU us/delivery",
     "server_cpu_cores": "server CPU cores",
     "redis_cpu_cores": "redis CPU cores",
+    "nats_cpu_cores": "nats CPU cores",
     "load_cpu_cores": "load CPU cores",
 }
 TARGETS = (
     "gateway",
     "gateway volatile",
     "2 gateways, redis",
+    "2 gateways, nats",
     "broadcast",
     "broadcast-raw",
 )
@@ -106,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-cluster",
         action="store_true",
-        help="skip the two gateways on Redis",
+        help="skip the two gateways (on the Redis and the NATS bus)",
     )
 
 
@@ -245,14 +250,15 @@ def run(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 )
             record("gateway", size, results[: len(windows)])
             record("gateway volatile", size, results[len(windows) :])
-            if not options.no_cluster:
-                print(f"{header}, 2 gateways on redis", flush=True)
+            for bus in () if options.no_cluster else ("redis", "nats"):
+                print(f"{header}, 2 gateways, {bus} bus", flush=True)
                 with BenchCluster(
                     workdir,
                     backend="redis",
                     gateways=2,
                     reactor=options.reactor,
                     overrides=topics.overrides(),
+                    bus=bus,
                 ) as cluster:
                     results = measure(
                         cluster,
@@ -261,7 +267,7 @@ def run(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         loops=loops("pubsub", topics.RELIABLE_TYPE),
                         **shape,
                     )
-                record("2 gateways, redis", size, results)
+                record(f"2 gateways, {bus}", size, results)
             for mode in ("broadcast", "broadcast-raw"):
                 print(f"{header}, baseline {mode}", flush=True)
                 baseline = BaselineProcess(mode, options.reactor)

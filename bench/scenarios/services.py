@@ -15,6 +15,13 @@ what the routing adds:
 Two shapes: one call at a time (the latency of a round trip) and 100 calls
 in flight on one connection (how many calls one player connection gets
 through). The server CPU figures are the player's gateway's.
+
+Then the bus itself: one topic with ``--subscribers`` (1,000) players
+split over two gateways, the publisher on the first, published in a
+closed loop (:func:`bench.scenarios.fanout.measure`, windows 1 and 16),
+on Redis pub/sub and on NATS (the reference is Redis). Redis stores the
+history either way; what differs is how each event reaches the second
+gateway.
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from bench import topics
 from bench.callee import Callee
 from bench.gateway import BenchCluster
 from bench.report import case_result, every_run
+from bench.scenarios import fanout
 from bench.scenarios.rpc import Shape, figures_of, measure
 
 SUMMARY = (
@@ -40,8 +49,18 @@ SHAPES = (
 )
 
 
+BUSES = ("redis", "nats")
+FANOUT_WINDOWS = (1, 16)
+DEFAULT_SUBSCRIBERS = 1000
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No options beyond the common ones."""
+    parser.add_argument(
+        "--subscribers",
+        type=int,
+        default=None,
+        help=f"subscribers of the bus fan-out (default {DEFAULT_SUBSCRIBERS:,})",
+    )
 
 
 def service_token(secret: str) -> str:
@@ -60,6 +79,10 @@ def topologies() -> list[tuple[str, dict[str, Any]]]:
     return [
         ("one gateway", {"backend": "memory", "gateways": 1}),
         ("two gateways, Redis bus", {"backend": "redis", "gateways": 2}),
+        (
+            "two gateways, NATS bus",
+            {"backend": "redis", "gateways": 2, "bus": "nats"},
+        ),
     ]
 
 
@@ -116,6 +139,7 @@ def run(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             )
             for shape in SHAPES
         )
+    cases.extend(bus_fanout(options, workdir, duration))
     errors = sum(run["errors"] for run in every_run(cases))
     return {
         "cases": cases,
@@ -124,6 +148,55 @@ def run(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             f"call order; {duration:g} s per measurement after a warm-up",
             "server CPU is the player's gateway's (on two gateways the "
             "callee's gateway and Redis work too)",
-            f"{errors} wrong or missing responses in all runs",
+            f"{errors} wrong or missing responses or deliveries in all runs",
+            "bus fan-out: reliable events, closed loop (the next publication "
+            "leaves when every subscriber has the oldest of <window>); server "
+            "CPU is both gateways'",
         ],
     }
+
+
+def bus_fanout(
+    options: argparse.Namespace, workdir: Path, duration: float
+) -> list[dict[str, Any]]:
+    """One topic's subscribers on two gateways, Redis pub/sub against NATS."""
+    subscribers = options.subscribers or (20 if options.tiny else DEFAULT_SUBSCRIBERS)
+    loops = [("pubsub", topics.RELIABLE_TYPE, window) for window in FANOUT_WINDOWS]
+    runs: dict[int, dict[str, list[dict[str, float]]]] = {
+        window: {bus: [] for bus in BUSES} for window in FANOUT_WINDOWS
+    }
+    for number in range(options.runs):
+        for bus in BUSES:
+            print(
+                f"run {number + 1}/{options.runs}: bus fan-out, "
+                f"{subscribers:,} subscribers, {bus}",
+                flush=True,
+            )
+            with BenchCluster(
+                workdir,
+                backend="redis",
+                gateways=2,
+                reactor=options.reactor,
+                overrides=topics.overrides(),
+                bus=bus,
+            ) as cluster:
+                results = fanout.measure(
+                    cluster,
+                    cluster.urls,
+                    subscribers=subscribers,
+                    loops=loops,
+                    duration=duration,
+                    text_bytes=100,
+                )
+            for window, figures in zip(FANOUT_WINDOWS, results, strict=True):
+                runs[window][bus].append(figures)
+    return [
+        case_result(
+            f"bus fan-out, {subscribers:,} subscribers on 2 gateways, window {window}",
+            fanout.FIGURES,
+            runs[window],
+            reference="redis",
+            params={"subscribers": subscribers, "window": window},
+        )
+        for window in FANOUT_WINDOWS
+    ]
