@@ -113,6 +113,12 @@ class NatsBus:
     def stop(self) -> Deferred:
         """Close the connection; fires once it is closed."""
         self._running = False
+        if self._confirm_call is not None and self._confirm_call.active():
+            self._confirm_call.cancel()
+        self._confirm_call = None
+        waiters, self._published = self._published, []
+        for waiter in waiters:
+            waiter.errback(Unavailable("the bus is stopping"))
         return self.nats.stop()
 
     @property
@@ -173,19 +179,21 @@ class NatsBus:
         self._published.append(waiter)
         if self._confirm_call is None:
             self._confirm_call = self._clock.callLater(0, self._confirm)
-        waiter.addTimeout(self._timeout, self._clock)
-        return waiter.addErrback(as_unavailable)
+        return waiter
 
     def _confirm(self) -> None:
         """One PING after the publications of a turn; its PONG confirms them all.
 
         As on Redis, ``publish`` fires once the server has the message, so
         publications awaited one after the other keep their order whichever
-        gateway sends them.
+        gateway sends them. The turn's PING has one timeout for all of them
+        (most publications are not awaited: a timer each would cost more
+        than the message).
         """
         self._confirm_call = None
         waiters, self._published = self._published, []
-        self.nats.flush().addCallbacks(
+        confirmed = self.nats.flush().addTimeout(self._timeout, self._clock)
+        confirmed.addCallbacks(
             lambda _: _fire(waiters), lambda failure: _fail(waiters, failure)
         )
 
@@ -282,11 +290,9 @@ class NatsBus:
 
 def _fire(waiters: list[Deferred]) -> None:
     for waiter in waiters:
-        if not waiter.called:  # not timed out meanwhile
-            waiter.callback(None)
+        waiter.callback(None)
 
 
 def _fail(waiters: list[Deferred], failure: Failure) -> None:
     for waiter in waiters:
-        if not waiter.called:
-            waiter.errback(Unavailable(str(failure.value)))
+        waiter.errback(Unavailable("NATS did not confirm the publication"))
