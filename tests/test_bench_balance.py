@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from bench.scenarios.balance import Case, simulate
+from test_bench_smoke import run_bench
 
 
-def test_least_busy_spares_a_slow_callee_what_round_robin_queues():
+def test_least_busy_spares_a_slow_callee_what_round_robin_queues(tmp_path):
     """With one slow callee, least busy keeps p99 far below round robin's."""
-    case = Case("fast and slow", (1.0, 4.0), 0.8)
-    in_turn = simulate(case, "round_robin", 400, seed=1)
-    least_busy = simulate(case, "least_busy", 400, seed=1)
-    assert in_turn["timeouts"] == least_busy["timeouts"] == 0
-    assert least_busy["p99_ms"] * 3 < in_turn["p99_ms"]
+    document = run_bench("balance", tmp_path)
+    (slow,) = [c for c in document["cases"] if c["params"]["service_ms"] == [1, 4]]
+    assert slow["reference"] == "round_robin"
+    summary = slow["summary"]
+    assert summary["least_busy"]["timeouts"]["median"] == 0
+    p99 = {policy: summary[policy]["p99_ms"]["median"] for policy in summary}
+    assert p99["least_busy"] * 3 < p99["round_robin"]
