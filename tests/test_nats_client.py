@@ -269,3 +269,30 @@ async def test_connection_sends_small_writes_at_once(nats_server, clients):
     await client.when_connected()
     handle = client._protocol.transport.getHandle()
     assert handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_publications_during_the_handshake_are_sent(nats_server, clients):
+    """Published after CONNECT went out but before its PONG: sent, then flushed."""
+    listener = client_of(nats_server.url)
+    clients.append(listener)
+    got = []
+    listener.subscribe("late.x", got.append)
+    await listener.flush()
+    late = NatsClient(reactor, [nats_server.url])
+    clients.append(late)
+    flushed = []
+    handshake = late._handshake
+
+    def handshake_then_publish(protocol, server):
+        handshake(protocol, server)
+        late.publish("late.x", b"late")
+        flushed.append(late.flush())
+
+    late._handshake = handshake_then_publish
+    late.start()
+    await eventually(lambda: flushed)
+    await flushed[0]
+    await listener.flush()
+    await eventually(lambda: got)
+    assert [m.payload for m in got] == [b"late"]

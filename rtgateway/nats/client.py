@@ -641,8 +641,16 @@ class NatsClient:
             "NATS connected to {server}",
             server=self._current.address if self._current else "?",
         )
-        waiters = self._connect_waiters + self._flush_waiters
-        self._connect_waiters, self._flush_waiters = [], []
+        # What was published while the handshake's PONG was on its way
+        # leaves now, after what the handshake carried; flushes asked for
+        # meanwhile wait for a PING sent after it.
+        late, self._pending, self._pending_bytes = self._pending, [], 0
+        flushes, self._flush_waiters = self._flush_waiters, []
+        if late or flushes:
+            protocol.write(b"".join(late) + (wire.PING if flushes else b""))
+        if flushes:
+            self._pongs.append(_all_of(flushes))
+        waiters, self._connect_waiters = self._connect_waiters, []
         for waiter in waiters:
             waiter.callback(None)
         for listener in list(self._on_connect):
@@ -694,6 +702,21 @@ def _handshake_marker(client: NatsClient, protocol: _NatsProtocol) -> Deferred:
     marker: Deferred[None] = Deferred()
     marker.addCallback(lambda _: client._handshake_done(protocol))
     return marker
+
+
+def _all_of(waiters: list[Deferred]) -> Deferred:
+    """One PONG waiter that fires ``waiters`` (or fails them) in turn."""
+    done: Deferred[None] = Deferred()
+
+    def fire(result: Any) -> Any:
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(None)
+        return None
+
+    return done.addBoth(fire)
 
 
 def _call(listener: Callable[..., object], *args: Any) -> None:
