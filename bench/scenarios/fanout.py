@@ -215,6 +215,24 @@ def measure(
     return results
 
 
+def on_two_gateways(
+    workdir: Path, reactor: str, bus: str, **measuring: Any
+) -> list[dict[str, float]]:
+    """:func:`measure` on two fresh gateways sharing Redis, ``bus`` between them.
+
+    The subscribers are split over the two, the publisher on the first.
+    """
+    with BenchCluster(
+        workdir,
+        backend="redis",
+        gateways=2,
+        reactor=reactor,
+        overrides=topics.overrides(),
+        bus=bus,
+    ) as cluster:
+        return measure(cluster, cluster.urls, **measuring)
+
+
 def run(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Every size on every target, each on fresh processes, ``--runs`` times."""
     duration = options.duration or (0.5 if options.tiny else DEFAULT_DURATION)
@@ -252,21 +270,14 @@ def run(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             record("gateway volatile", size, results[len(windows) :])
             for bus in () if options.no_cluster else ("redis", "nats"):
                 print(f"{header}, 2 gateways, {bus} bus", flush=True)
-                with BenchCluster(
+                results = on_two_gateways(
                     workdir,
-                    backend="redis",
-                    gateways=2,
-                    reactor=options.reactor,
-                    overrides=topics.overrides(),
-                    bus=bus,
-                ) as cluster:
-                    results = measure(
-                        cluster,
-                        cluster.urls,
-                        subscribers=size,
-                        loops=loops("pubsub", topics.RELIABLE_TYPE),
-                        **shape,
-                    )
+                    options.reactor,
+                    bus,
+                    subscribers=size,
+                    loops=loops("pubsub", topics.RELIABLE_TYPE),
+                    **shape,
+                )
                 record(f"2 gateways, {bus}", size, results)
             for mode in ("broadcast", "broadcast-raw"):
                 print(f"{header}, baseline {mode}", flush=True)

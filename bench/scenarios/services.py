@@ -172,22 +172,15 @@ def bus_fanout(
                 f"{subscribers:,} subscribers, {bus}",
                 flush=True,
             )
-            with BenchCluster(
+            results = fanout.on_two_gateways(
                 workdir,
-                backend="redis",
-                gateways=2,
-                reactor=options.reactor,
-                overrides=topics.overrides(),
-                bus=bus,
-            ) as cluster:
-                results = fanout.measure(
-                    cluster,
-                    cluster.urls,
-                    subscribers=subscribers,
-                    loops=loops,
-                    duration=duration,
-                    text_bytes=100,
-                )
+                options.reactor,
+                bus,
+                subscribers=subscribers,
+                loops=loops,
+                duration=duration,
+                text_bytes=100,
+            )
             for window, figures in zip(FANOUT_WINDOWS, results, strict=True):
                 runs[window][bus].append(figures)
     return [
