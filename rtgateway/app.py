@@ -30,6 +30,7 @@ from twisted.logger import (
 from rtgateway.analytics import SessionAnalytics
 from rtgateway.auth import Authenticator
 from rtgateway.backends import build_backends
+from rtgateway.components.admin import AdminComponent
 from rtgateway.components.presence import PresenceComponent
 from rtgateway.components.procedures import ProceduresComponent
 from rtgateway.components.pubsub import PubSubComponent
@@ -159,6 +160,7 @@ class Gateway(MultiService):
             config=config,
             clock=reactor,
         )
+        self.state_metrics = StateMetrics(self.metrics.registry)
         self.state = StateComponent(
             router=self.router,
             broker=self.broker,
@@ -170,7 +172,7 @@ class Gateway(MultiService):
             zones=dict(config.zones),
             gateway_id=config.gateway.id,
             clock=reactor,
-            metrics=StateMetrics(self.metrics.registry),
+            metrics=self.state_metrics,
             resume_window_s=config.session.resume_window_s,
         )
         self.session_data = SessionDataComponent(
@@ -229,6 +231,20 @@ class Gateway(MultiService):
             self.procedures,
             self.system,
         ]
+        if config.admin.enabled:
+            self.admin = AdminComponent(
+                router=self.router,
+                broker=self.broker,
+                sessions=self.sessions,
+                state=self.state,
+                bus=self.backends.bus,
+                config=config,
+                clock=reactor,
+                metrics=self.metrics,
+                state_metrics=self.state_metrics,
+                connections=lambda: self.factory.connections,
+            )
+            children.append(self.admin)
         children += [load_component(name, self) for name in config.components.extra]
         for child in children:
             child.setServiceParent(self)

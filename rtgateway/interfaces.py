@@ -47,6 +47,25 @@ class IConnection(Interface):
     def close(code, reason):
         """Start the closing handshake with a protocol close code and reason."""
 
+    def watch(key, sink):
+        """Show the connection's frames in and out to ``sink`` (``admin.trace``).
+
+        ``sink(record, watcher)`` gets a description of each frame shown
+        (direction, method, size, time, the document with its credentials
+        redacted and cut to ``[admin] trace_max_frame_bytes``); frames over
+        ``[admin] trace_rate`` are counted in ``watcher.dropped`` instead.
+        Returns the watcher (``shown``, ``dropped``); a second call with the
+        same ``key`` replaces the first.
+        """
+
+    def unwatch(key):
+        """Stop what :meth:`watch` started under ``key``; its watcher, or None."""
+
+    def inspect():
+        """A dict of what an admin may see of the connection: its id, peer,
+        codec, roles, ``since_ms``, ``rtt_ms``, messages and bytes in and out,
+        ``send_buffer`` fill and whether it is traced; never a credential."""
+
 
 class ISessionManager(Interface):
     """Owns sessions; the gateway tells it when connections come and go."""

@@ -99,6 +99,15 @@ class FastCounter:
         """Add ``amount`` to a counter without labels."""
         self._only.value += amount
 
+    def total(self) -> float:
+        """The sum over every label value (what the admin statistics sample)."""
+        return sum(child.value for child in self._children.values())
+
+    def value(self, *values: object) -> float:
+        """The count of these label values, 0 if never counted (not created)."""
+        child = self._children.get(tuple(str(value) for value in values))
+        return child.value if child is not None else 0
+
     def describe(self) -> Iterable[CounterMetricFamily]:
         return [self._family()]
 
@@ -164,6 +173,27 @@ class FastHistogram:
             child = self._children[key] = _Observations(self._bounds)
         return child
 
+    @property
+    def bounds(self) -> tuple[float, ...]:
+        """The buckets' upper bounds, without +Inf."""
+        return self._bounds
+
+    def counts(self, *values: object) -> list[int]:
+        """Per-bucket counts (not cumulative, +Inf last) of these label values.
+
+        Without values, summed over every label value. Never creates a child.
+        """
+        if values:
+            child = self._children.get(tuple(str(value) for value in values))
+            children = [child] if child is not None else []
+        else:
+            children = list(self._children.values())
+        totals = [0] * (len(self._bounds) + 1)
+        for each in children:
+            for i, count in enumerate(each.buckets):
+                totals[i] += count
+        return totals
+
     def describe(self) -> Iterable[HistogramMetricFamily]:
         return [self._family()]
 
@@ -189,6 +219,26 @@ class FastHistogram:
         return HistogramMetricFamily(
             self._name, self._documentation, labels=self._labelnames
         )
+
+
+def quantile(bounds: Sequence[float], counts: Sequence[int], q: float) -> float | None:
+    """The upper bound of the bucket holding the ``q`` quantile of ``counts``.
+
+    ``counts`` are per-bucket (as :meth:`FastHistogram.counts`), so the
+    difference of two readings gives the quantile over the time between
+    them. None without observations; an observation past the last bound
+    reads as that bound (the estimate is then a floor).
+    """
+    total = sum(counts)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for bound, count in zip(bounds, counts, strict=False):
+        seen += count
+        if seen >= rank:
+            return bound
+    return bounds[-1]
 
 
 def reactor_delayed_calls() -> float:

@@ -213,6 +213,24 @@ class StateComponent(Service):
             self._deactivate(zone, force=True)
         super().stopService()
 
+    # -- what the admin inspector reads -------------------------------------------
+
+    def zone_of(self, session_id: str) -> str | None:
+        """The zone a session's player is in on this gateway, if any."""
+        member = self._members.get(session_id)
+        return member.zone if member is not None else None
+
+    def active_zones(self) -> dict[str, dict[str, int]]:
+        """The zones this gateway ticks: their tick, entities and clients."""
+        return {
+            zone: {
+                "tick": active.engine.tick_count,
+                "entities": len(active.engine.entities),
+                "clients": len(active.connections),
+            }
+            for zone, active in self._zones.items()
+        }
+
     # -- player methods ----------------------------------------------------------
 
     async def join(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:

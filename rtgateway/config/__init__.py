@@ -8,6 +8,7 @@ one driver of every key's checks, and :mod:`~rtgateway.config.topics` and
 """
 
 from rtgateway.config.loader import (
+    AdminConfig,
     AuthConfig,
     BackendConfig,
     ComponentsConfig,
@@ -28,6 +29,7 @@ from rtgateway.config.loader import (
 from rtgateway.config.topics import EventConfig, TopicConfig
 
 __all__ = [
+    "AdminConfig",
     "AuthConfig",
     "BackendConfig",
     "ComponentsConfig",

@@ -259,6 +259,28 @@ class ProceduresConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin methods that feed the debug inspector, and their bounds.
+
+    A trace shows one session's frames to an admin connection: at most
+    ``trace_max_sessions`` traces at once on a gateway, each at most
+    ``trace_rate`` frames a second (the rest are counted as dropped), each
+    frame cut to ``trace_max_frame_bytes`` of JSON. The statistics are
+    sampled every ``stats_interval_s`` into a ring of ``stats_samples``.
+    """
+
+    enabled: bool = True
+    trace_max_sessions: int = key(8, positive)
+    trace_rate: float = key(100.0, positive)
+    trace_max_frame_bytes: int = key(4096, positive)
+    connections_page_size: int = key(100, positive)
+    connections_page_max: int = key(1000, positive)
+    cluster_timeout_s: float = key(1.0, positive)
+    stats_interval_s: float = key(1.0, positive)
+    stats_samples: int = key(300, positive)
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     """Text for people at a terminal, JSON for log shippers."""
 
@@ -295,6 +317,7 @@ class Config:
     backend: BackendConfig = field(default_factory=BackendConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     procedures: ProceduresConfig = field(default_factory=ProceduresConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
@@ -384,6 +407,12 @@ def parse_config(
         if presence.zone_page_size > presence.zone_page_max:
             raise Invalid(
                 "presence.zone_page_size", "must not exceed presence.zone_page_max"
+            )
+        admin = sections["admin"]
+        if admin.connections_page_size > admin.connections_page_max:
+            raise Invalid(
+                "admin.connections_page_size",
+                "must not exceed admin.connections_page_max",
             )
         sections["topics"] = parse_topics(data.get("topics", {}))
         sections["events"] = parse_events(data.get("events", {}), base_dir)

@@ -27,6 +27,7 @@ from rtgateway.gateway.frames import frame_header, ping_frame, unmask
 from rtgateway.gateway.heartbeat import Heartbeat
 from rtgateway.gateway.host import ConnectionHost
 from rtgateway.gateway.outbox import write_now
+from rtgateway.gateway.trace import FrameTap, Sink, Watcher
 from rtgateway.interfaces import IConnection
 from rtgateway.ratelimit import AbuseDetector, TokenBucket
 from rtgateway.routing.fanout import SharedMessage
@@ -65,6 +66,9 @@ class GatewayProtocol(WebSocketServerProtocol):
     # Frames are unmasked here (onFrameData), not by Autobahn, whose native
     # masker is built anew for every frame: see frames.unmask.
     applyMask = False
+    #: Set while admins trace this connection (see :mod:`.trace`): the one
+    #: attribute its hot paths check when nobody does.
+    tap: FrameTap | None = None
 
     @classmethod
     def with_options(cls, factory: Any) -> type[GatewayProtocol]:
@@ -101,6 +105,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         self._after_outbox: list[Callable[[], None]] = []
         self.messages_in = self.messages_out = 0
         self.bytes_in = self.bytes_out = 0
+        self.opened_at = 0.0
 
     # -- Autobahn's per-connection and per-frame work, made cheaper -------
 
@@ -163,6 +168,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         factory = self.factory
         limits = factory.config.limits
         clock = factory.clock
+        self.opened_at = clock.seconds()
         self._bucket = TokenBucket(clock, limits.rate_per_second, limits.rate_burst)
         self._abuse = AbuseDetector(
             clock, limits.abuse_rejections, limits.abuse_window_s
@@ -223,6 +229,8 @@ class GatewayProtocol(WebSocketServerProtocol):
         factory = self.factory
         factory.metrics.bytes_in.inc(len(payload))
         self.bytes_in += len(payload)
+        if self.tap is not None:
+            self.tap("in", payload)
         assert self._heartbeat is not None  # made by onOpen
         self._heartbeat.activity()
         try:
@@ -322,6 +330,8 @@ class GatewayProtocol(WebSocketServerProtocol):
         self.factory.metrics.bytes_out.inc(len(payload))
         self.messages_out += 1
         self.bytes_out += len(payload)
+        if self.tap is not None:
+            self.tap("out", payload)
         if self._perMessageCompress is None:
             self._write(frame_header(len(payload), self.codec.BINARY) + payload)
         else:
@@ -371,6 +381,8 @@ class GatewayProtocol(WebSocketServerProtocol):
         self.factory.metrics.bytes_out.inc(size)
         self.messages_out += 1
         self.bytes_out += size
+        if self.tap is not None:
+            self.tap("out", message.payload(self.codec))
         if self._perMessageCompress is None:
             self._write(frame)
         else:
@@ -439,6 +451,50 @@ class GatewayProtocol(WebSocketServerProtocol):
             "rtt_count": heartbeat.rtt_count if heartbeat else 0,
         }
 
+    def watch(self, key: Any, sink: Sink) -> Watcher:
+        """Show this connection's frames to ``sink`` (see :class:`IConnection`)."""
+        admin = self.factory.config.admin
+        if self.tap is None:
+            self.tap = FrameTap(
+                self.factory.clock, self.codec, admin.trace_max_frame_bytes
+            )
+        return self.tap.watch(key, admin.trace_rate, sink)
+
+    def unwatch(self, key: Any) -> Watcher | None:
+        """Stop showing frames under ``key``; the watcher it had, if any."""
+        tap = self.tap
+        if tap is None:
+            return None
+        watcher = tap.watchers.pop(key, None)
+        if not tap.watchers:
+            self.tap = None
+        return watcher
+
+    def inspect(self) -> dict[str, Any]:
+        """What the admin inspector shows of this connection (no credentials)."""
+        heartbeat, guard = self._heartbeat, self._guard
+        rtt = heartbeat.average_rtt if heartbeat is not None else None
+        buffered = guard.queued + guard.pending if guard is not None else 0
+        limit = self.factory.config.limits.send_buffer_bytes
+        return {
+            "connection_id": self.connection_id,
+            "peer": self.peer_host,
+            "codec": self.codec.NAME,
+            "roles": sorted(self.principal.roles),
+            "since_ms": int(self.opened_at * 1000),
+            "rtt_ms": round(rtt * 1000, 3) if rtt is not None else None,
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "send_buffer": {
+                "bytes": buffered,
+                "limit": limit,
+                "fill": round(min(1.0, buffered / limit), 4),
+            },
+            "traced": self.tap is not None,
+        }
+
     def _send_failed(self, failure: Any) -> None:
         self._after_reply = []
         self._log.failure(
@@ -505,6 +561,7 @@ class GatewayProtocol(WebSocketServerProtocol):
         self._waiting = None
         self._outbox = None
         self._after_outbox = []
+        self.tap = None
         self.factory.connection_lost(self)
 
 

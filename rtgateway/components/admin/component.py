@@ -1,0 +1,242 @@
+"""The admin methods that feed the debug inspector.
+
+``admin.connections``, ``admin.zones`` and ``admin.stats`` answer for the
+whole cluster: this gateway answers for itself and asks the others over
+the bus (:mod:`.cluster`), listing the gateways that answered and those
+expected that did not. ``admin.trace`` and ``admin.untrace`` follow a
+session of this gateway frame by frame (:mod:`.traces`). Only connections
+whose JWT has the ``admin`` role may call them; the others get -32001.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any
+
+from twisted.application.service import Service
+
+from rtgateway.components.admin.cluster import ClusterQuestions
+from rtgateway.components.admin.listing import local_page, merge_pages, parse_cursor
+from rtgateway.components.admin.schemas import (
+    CONNECTIONS_RESULT,
+    PER_GATEWAY_RESULT,
+    SESSION_PARAMS,
+    TRACE_RESULT,
+    UNTRACE_RESULT,
+    connections_params,
+    stats_params,
+)
+from rtgateway.components.admin.stats import StatsRing
+from rtgateway.components.admin.traces import Traces
+from rtgateway.metrics import GatewayMetrics, StateMetrics
+from rtgateway.wire.errors import InvalidParams, NotFound
+
+ADMIN = ["admin"]
+METHODS = (
+    "admin.connections",
+    "admin.trace",
+    "admin.untrace",
+    "admin.zones",
+    "admin.stats",
+)
+
+
+class AdminComponent(Service):
+    """The ``admin.*`` methods of the inspector (``admin.kick`` is the sessions')."""
+
+    name = "admin"
+
+    def __init__(
+        self,
+        *,
+        router: Any,
+        broker: Any,
+        sessions: Any,
+        state: Any,
+        bus: Any,
+        config: Any,
+        clock: Any,
+        metrics: GatewayMetrics,
+        state_metrics: StateMetrics | None,
+        connections: Callable[[], Collection[Any]],
+    ) -> None:
+        self._router = router
+        self._sessions = sessions
+        self._state = state
+        self._settings = settings = config.admin
+        self._gateway_id = config.gateway.id
+        self._zones = sorted(config.zones)
+        self._state_metrics = state_metrics
+        self._traces = Traces(settings.trace_max_sessions)
+        self._stats = StatsRing(
+            clock=clock,
+            interval_s=settings.stats_interval_s,
+            samples=settings.stats_samples,
+            metrics=metrics,
+            state_metrics=state_metrics,
+            zones=self._zones,
+            connections=connections,
+        )
+        self._cluster = ClusterQuestions(
+            bus=bus,
+            broker=broker,
+            gateway_id=self._gateway_id,
+            clock=clock,
+            timeout_s=settings.cluster_timeout_s,
+            answer=self._answer,
+        )
+        sessions.add_listener(self)
+
+    # -- service -------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        settings = self._settings
+        register = self._router.register
+        register(
+            "admin.connections",
+            self.connections,
+            params=connections_params(settings.connections_page_max),
+            result=CONNECTIONS_RESULT,
+            roles=ADMIN,
+            summary="The cluster's connections, filtered and paged (no tokens).",
+        )
+        register(
+            "admin.trace",
+            self.trace,
+            params=SESSION_PARAMS,
+            result=TRACE_RESULT,
+            roles=ADMIN,
+            summary="Follow a session's frames in and out, as admin.frame pushes.",
+        )
+        register(
+            "admin.untrace",
+            self.untrace,
+            params=SESSION_PARAMS,
+            result=UNTRACE_RESULT,
+            roles=ADMIN,
+            summary="Stop a trace; how many frames it showed and dropped.",
+        )
+        register(
+            "admin.zones",
+            self.zones,
+            result=PER_GATEWAY_RESULT,
+            roles=ADMIN,
+            summary="Each gateway's zones: entities, clients, tick p99, overruns.",
+        )
+        register(
+            "admin.stats",
+            self.stats,
+            params=stats_params(settings.stats_samples),
+            result=PER_GATEWAY_RESULT,
+            roles=ADMIN,
+            summary="Each gateway's messages/s, p99 call latency, connections, "
+            "reconnects and resumes, sampled over the last minutes.",
+        )
+        self._stats.start()
+        self._cluster.start()
+
+    def stopService(self) -> None:
+        for name in METHODS:
+            self._router.unregister(name)
+        self._cluster.stop()
+        self._stats.stop()
+        super().stopService()
+
+    # -- session listener ----------------------------------------------------
+
+    def connection_detached(self, local: Any) -> None:
+        self._traces.connection_gone(local.connection)
+        self._stats.connection_closed(local.connection)
+
+    async def session_resumed(self, local: Any, record: Any) -> None:
+        self._stats.resumes += 1
+
+    # -- methods -------------------------------------------------------------
+
+    async def connections(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
+        question = {
+            "filter": params.get("filter", ""),
+            "cursor": params.get("cursor"),
+            "limit": params.get("limit", self._settings.connections_page_size),
+        }
+        own = self._local_connections(question)
+        others, missing = await self._cluster.ask("connections", question)
+        page = merge_pages([own, *others.values()], question["limit"])
+        gateways = sorted([self._gateway_id, *others])
+        return {**page, "gateways": gateways, "missing": missing}
+
+    def trace(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
+        session_id = params["session_id"]
+        local = next(
+            (s for s in self._sessions.all_local() if s.session_id == session_id), None
+        )
+        if local is None:
+            raise NotFound("no session of that id is connected to this gateway")
+        self._traces.start(caller, local.connection, session_id)
+        return {
+            "session_id": session_id,
+            "rate": self._settings.trace_rate,
+            "max_frame_bytes": self._settings.trace_max_frame_bytes,
+        }
+
+    def untrace(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
+        trace = self._traces.stop(caller, params["session_id"])
+        if trace is None:
+            raise NotFound("this connection traces no session of that id")
+        return trace.counts()
+
+    async def zones(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._per_gateway("zones", {})
+
+    async def stats(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._per_gateway("stats", {"last": params.get("last")})
+
+    # -- answers, this gateway's own -------------------------------------------
+
+    async def _per_gateway(self, what: str, params: dict[str, Any]) -> dict[str, Any]:
+        own = self._answer(what, params)
+        others, missing = await self._cluster.ask(what, params)
+        return {"gateways": {**others, self._gateway_id: own}, "missing": missing}
+
+    def _answer(self, what: str, params: dict[str, Any]) -> dict[str, Any]:
+        """This gateway's answer to an admin question (its own or another's)."""
+        if what == "connections":
+            return self._local_connections(params)
+        if what == "zones":
+            return self._local_zones()
+        if what == "stats":
+            return self._stats.series(params.get("last"))
+        raise InvalidParams([{"path": "", "message": f"no admin question {what!r}"}])
+
+    def _local_connections(self, question: dict[str, Any]) -> dict[str, Any]:
+        state = self._state
+        return local_page(
+            self._gateway_id,
+            self._sessions.all_local(),
+            state.zone_of if state is not None else lambda _: None,
+            question["filter"],
+            parse_cursor(question["cursor"]),
+            question["limit"],
+        )
+
+    def _local_zones(self) -> dict[str, Any]:
+        active = self._state.active_zones() if self._state is not None else {}
+        metrics = self._state_metrics
+        now = self._stats.read()
+        rows = []
+        for zone in self._zones:
+            figures = active.get(zone)
+            rows.append(
+                {
+                    "zone": zone,
+                    "active": figures is not None,
+                    "tick": figures["tick"] if figures else None,
+                    "entities": figures["entities"] if figures else 0,
+                    "clients": figures["clients"] if figures else 0,
+                    "tick_p99_ms": self._stats.tick_p99_ms(zone, now),
+                    "ticks": int(metrics.ticks.value(zone)) if metrics else 0,
+                    "overruns": int(metrics.overruns.value(zone)) if metrics else 0,
+                }
+            )
+        return {"window_ms": self._stats.window_ms, "zones": rows}

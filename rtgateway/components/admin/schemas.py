@@ -1,0 +1,73 @@
+"""The JSON Schemas of the admin methods' params and results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SESSION_PARAMS = {
+    "type": "object",
+    "properties": {"session_id": {"type": "string", "minLength": 1, "maxLength": 64}},
+    "required": ["session_id"],
+    "additionalProperties": False,
+}
+TRACE_RESULT = {
+    "type": "object",
+    "properties": {
+        "session_id": {"type": "string"},
+        "rate": {"type": "number"},
+        "max_frame_bytes": {"type": "integer"},
+    },
+    "required": ["session_id", "rate", "max_frame_bytes"],
+}
+UNTRACE_RESULT = {
+    "type": "object",
+    "properties": {
+        "session_id": {"type": "string"},
+        "shown": {"type": "integer"},
+        "dropped": {"type": "integer"},
+    },
+    "required": ["session_id", "shown", "dropped"],
+}
+#: Which gateways of the cluster answered a fanned-out admin call.
+MISSING = {"type": "array", "items": {"type": "string"}}
+CONNECTIONS_RESULT = {
+    "type": "object",
+    "properties": {
+        "count": {"type": "integer"},
+        "connections": {"type": "array", "items": {"type": "object"}},
+        "cursor": {"type": ["string", "null"]},
+        "gateways": {"type": "array", "items": {"type": "string"}},
+        "missing": MISSING,
+    },
+    "required": ["count", "connections", "cursor", "gateways", "missing"],
+}
+PER_GATEWAY_RESULT = {
+    "type": "object",
+    "properties": {
+        "gateways": {"type": "object", "additionalProperties": {"type": "object"}},
+        "missing": MISSING,
+    },
+    "required": ["gateways", "missing"],
+}
+
+
+def connections_params(page_max: int) -> dict[str, Any]:
+    """``admin.connections`` params, ``limit`` bounded by the configuration."""
+    return {
+        "type": "object",
+        "properties": {
+            "filter": {"type": "string", "maxLength": 128},
+            "limit": {"type": "integer", "minimum": 1, "maximum": page_max},
+            "cursor": {"type": ["string", "null"], "maxLength": 256},
+        },
+        "additionalProperties": False,
+    }
+
+
+def stats_params(samples: int) -> dict[str, Any]:
+    """``admin.stats`` params: how many of the latest samples (all by default)."""
+    return {
+        "type": "object",
+        "properties": {"last": {"type": "integer", "minimum": 1, "maximum": samples}},
+        "additionalProperties": False,
+    }
