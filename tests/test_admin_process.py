@@ -1,0 +1,193 @@
+"""The admin methods on real gateway processes, spoken to with ``websockets``.
+
+One gateway traces a player's frames to an admin over real sockets; two
+gateways on a real redis-server (Redis pub/sub, then NATS as the bus) list
+each other's connections, and one killed is listed as missing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from rtgateway.testing import GatewayProcess, make_config, token_for
+
+pytestmark = pytest.mark.integration
+
+TOKENS = make_config()
+
+
+class Peer:
+    """A websockets client that keeps every message it reads."""
+
+    def __init__(self, url: str, sub: str, roles: list[str] | None = None) -> None:
+        self.token = token_for(TOKENS, sub, roles=roles or [])
+        self.ws = connect(
+            url,
+            additional_headers={"Authorization": f"Bearer {self.token}"},
+            open_timeout=10,
+        )
+        self.received: list[dict] = []
+        self.welcome = self.next()["params"]
+        self._ids = 0
+
+    def next(self, timeout: float = 10.0) -> dict:
+        message = json.loads(self.ws.recv(timeout=timeout))
+        self.received.append(message)
+        return message
+
+    def call(self, method: str, params: dict | None = None) -> dict:
+        self._ids += 1
+        self.ws.send(
+            json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "method": method,
+                    "params": params or {},
+                    "id": self._ids,
+                }
+            )
+        )
+        while True:
+            message = self.next()
+            if message.get("id") == self._ids:
+                return message
+
+    def wait_for(
+        self, method: str, count: int = 1, timeout: float = 10.0
+    ) -> list[dict]:
+        """The params of the first ``count`` notifications of ``method``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [m["params"] for m in self.received if m.get("method") == method]
+            if len(found) >= count:
+                return found[:count]
+            self.next(max(0.01, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    """One gateway process with a small trace rate."""
+    process = GatewayProcess(
+        tmp_path_factory.mktemp("admin"),
+        {"admin": {"trace_rate": 20, "trace_max_frame_bytes": 300}},
+    ).start()
+    yield process
+    process.stop()
+    assert "Traceback" not in process.log(), process.log()
+
+
+def test_a_player_is_refused_every_admin_method(gateway):
+    """A JWT without the admin role gets -32001 over a real socket."""
+    player = Peer(gateway.url, "mallory")
+    try:
+        for method in ("admin.connections", "admin.zones", "admin.stats"):
+            assert player.call(method)["error"]["code"] == -32001
+        error = player.call("admin.trace", {"session_id": player.welcome["session_id"]})
+        assert error["error"]["code"] == -32001
+    finally:
+        player.close()
+
+
+def test_trace_shows_a_players_frames_live_and_ends_with_it(gateway):
+    """Frames in and out reach the admin as they happen, no token among them."""
+    player = Peer(gateway.url, "alice")
+    admin = Peer(gateway.url, "root", roles=["admin"])
+    try:
+        session_id = player.welcome["session_id"]
+        listed = admin.call("admin.connections", {"filter": session_id})["result"]
+        assert [row["player_id"] for row in listed["connections"]] == ["alice"]
+        assert admin.call("admin.trace", {"session_id": session_id})["result"]
+        player.call("sys.ping")
+        player.call("session.refresh", {"token": player.token})
+        shown = admin.wait_for("admin.frame", 4)
+        assert [(f["direction"], f["method"]) for f in shown] == [
+            ("in", "sys.ping"),
+            ("out", None),
+            ("in", "session.refresh"),
+            ("out", None),
+        ]
+        assert "server_time_ms" in shown[1]["frame"]["result"]
+        assert shown[2]["frame"]["params"] == {"token": "[redacted]"}
+        assert player.token not in json.dumps(admin.received)
+        assert player.welcome["resume_token"] not in json.dumps(admin.received)
+        player.close()
+        (ended,) = admin.wait_for("admin.trace_ended")
+        assert ended["session_id"] == session_id and ended["shown"] == 4
+    finally:
+        player.close()
+        admin.close()
+
+
+def test_trace_rate_is_bounded_over_real_sockets(gateway):
+    """A burst over trace_rate shows trace_rate frames and counts the rest."""
+    player = Peer(gateway.url, "bob")
+    admin = Peer(gateway.url, "root", roles=["admin"])
+    try:
+        session_id = player.welcome["session_id"]
+        admin.call("admin.trace", {"session_id": session_id})
+        for _ in range(50):
+            player.call("sys.ping")
+        counts = admin.call("admin.untrace", {"session_id": session_id})["result"]
+        assert counts["shown"] + counts["dropped"] == 100
+        # 20 at once, and 20 a second after that: the pings take well under 2 s.
+        assert 20 <= counts["shown"] < 60 and counts["dropped"] > 0
+        frames = [m for m in admin.received if m.get("method") == "admin.frame"]
+        assert len(frames) == counts["shown"]
+    finally:
+        player.close()
+        admin.close()
+
+
+@pytest.fixture(params=["redis", "nats"])
+def two_gateways(request, tmp_path, redis_server, nats_server):
+    """Two gateway processes on the shared redis-server, Redis or NATS the bus."""
+    redis_server.flush()
+    backend = {"kind": "redis", "redis_url": redis_server.url}
+    if request.param == "nats":
+        backend.update(bus="nats", nats_url=[nats_server.url])
+    started = [
+        GatewayProcess(
+            tmp_path,
+            {"backend": backend, "admin": {"cluster_timeout_s": 1}},
+            name=name,
+        ).start()
+        for name in ("gw1", "gw2")
+    ]
+    yield started
+    for process in started:
+        process.stop()
+
+
+def test_connections_of_both_gateways_then_one_missing(two_gateways):
+    """An admin on gw1 sees gw2's players; gw2 killed, it is listed as missing."""
+    first, second = two_gateways
+    player = Peer(second.url, "carol")
+    admin = Peer(first.url, "root", roles=["admin"])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            result = admin.call("admin.connections")["result"]
+            if result["gateways"] == ["gw1", "gw2"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert result["gateways"] == ["gw1", "gw2"] and result["missing"] == []
+        rows = {(r["gateway_id"], r["player_id"]) for r in result["connections"]}
+        assert rows == {("gw1", "root"), ("gw2", "carol")}
+        second.kill()
+        with pytest.raises(ConnectionClosed):
+            player.next(timeout=10)
+        started = time.monotonic()
+        result = admin.call("admin.connections")["result"]
+        assert time.monotonic() - started >= 0.9
+        assert result["gateways"] == ["gw1"] and result["missing"] == ["gw2"]
+    finally:
+        player.close()
+        admin.close()
