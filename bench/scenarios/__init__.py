@@ -25,6 +25,7 @@ SCENARIOS = {
     "client": "bench.scenarios.client",
     "services": "bench.scenarios.services",
     "balance": "bench.scenarios.balance",
+    "trace": "bench.scenarios.trace",
 }
 
 

@@ -19,7 +19,10 @@ metrics, encoding) with nothing of any component's work in them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,11 +99,14 @@ def measure(
     duration: float,
     load_procs: int,
     method: str = "sys.ping",
+    around: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> dict[str, float]:
     """One measurement of ``shape`` against ``target``: every figure of it.
 
     ``method`` is what the connections call (``sys.ping`` unless a scenario
-    measures a routed procedure).
+    measures a routed procedure). ``around``, if given, is entered once the
+    connections are open and left after the measured window (a scenario
+    tracing a connection starts and stops the trace there).
 
     Fresh load processes open the connections, warm up for a quarter of
     the duration (at most a second), then run the measured window while
@@ -116,12 +122,14 @@ def measure(
         lifetime_s=lifetime,
     )
     ping = {"window": shape.window, "method": method}
-    with LoadGenerators(group) as load:
+    with LoadGenerators(group) as load, contextlib.ExitStack() as stack:
         opened = load.command("open", 60.0, timeout=30.0)
         failed = sum(reply["failed"] for reply in opened)
         if failed:
             errors = [reply["errors"] for reply in opened if reply["errors"]]
             raise RuntimeError(f"{failed} connections failed to open: {errors}")
+        if around is not None:
+            stack.enter_context(around())
         warmup = min(1.0, duration / 4)
         load.command(
             "ping",
