@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from rtgateway.backends.keys import PREFIX
+from rtgateway.wire.errors import Unavailable
 
 #: Every gateway with the admin methods listens here.
 ADMIN_CHANNEL = f"{PREFIX}.admin"
@@ -187,4 +188,7 @@ class ClusterQuestions:
         return order
 
     def _failed(self, failure: Any, what: str) -> None:
-        self.log.failure(what + " failed", failure=failure)
+        if failure.check(Unavailable):  # the bus is down or stopping: expected
+            self.log.warn(what + " failed: the backend is unavailable")
+        else:
+            self.log.failure(what + " failed", failure=failure)
