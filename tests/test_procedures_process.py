@@ -18,6 +18,7 @@ import time
 import pytest
 from websockets.sync.client import connect
 
+from rtgateway.backends.keys import call_channel
 from rtgateway.nats import protocol as wire
 from rtgateway.testing import GatewayProcess, make_config, token_for
 
@@ -253,6 +254,36 @@ def test_websocket_callee_serves_calls_from_nats(nats_gateways):
     response = json.loads(peer.next_message().payload)
     assert response == {"jsonrpc": "2.0", "result": {"ok": 1}, "id": 7}
     service.close()
+
+
+def test_no_call_channel_on_nats(nats_gateways):
+    """On NATS a gateway takes calls only in its queue groups.
+
+    A call published on the Redis bus's call channel of B reaches no callee:
+    the real call sent after it is the first the callee sees.
+    """
+    (a, b), peer = nats_gateways
+    service = Peer(b.url, "world-svc", roles=("service",))
+    service.request("rpc.register", {"procedure": "game.open"}, 1)
+    assert "result" in service.answer(1)
+    forged = {
+        "op": "call",
+        "id": 1,
+        "g": "gw-a",
+        "procedure": "game.open",
+        "params": {"forged": True},
+        "timeout_ms": 5000,
+    }
+    peer.publish(call_channel("gw-b"), json.dumps(forged).encode())
+    peer.subscribe("_INBOX.flush")  # its PONG: the server has routed the forgery
+    player = Peer(a.url, "alice")
+    player.request("game.open", {"real": True}, 10)
+    invocation = service.next()
+    assert invocation["params"]["real"] is True
+    service.send({"jsonrpc": "2.0", "result": {}, "id": invocation["id"]})
+    assert player.answer(10) == {"jsonrpc": "2.0", "result": {}, "id": 10}
+    service.close()
+    player.close()
 
 
 def test_publication_from_nats_reaches_players(nats_gateways):

@@ -162,9 +162,12 @@ class ProceduresComponent(Service):
             summary="Stop receiving calls of a procedure.",
         )
         self._router.route_unknown(self)
-        own = call_channel(self._gateway_id)
-        self._broker.add_channel_handler(own, self._bus_message)
-        self._bus.subscribe(own).addErrback(self._log_failure, "joining " + own)
+        if self._nats is None:
+            # On NATS calls between gateways travel on the service subjects;
+            # nothing is ever sent on a call channel there.
+            own = call_channel(self._gateway_id)
+            self._broker.add_channel_handler(own, self._bus_message)
+            self._bus.subscribe(own).addErrback(self._log_failure, "joining " + own)
         self._renewal.start(self._ttl_s / 3, now=False).addErrback(
             self._log_failure, "the procedure renewal loop"
         )
@@ -186,7 +189,8 @@ class ProceduresComponent(Service):
                 self._nats.stop_procedure(procedure)
         self._callees.clear()
         self._descriptions.clear()
-        self._broker.remove_channel_handler(call_channel(self._gateway_id))
+        if self._nats is None:
+            self._broker.remove_channel_handler(call_channel(self._gateway_id))
         super().stopService()
 
     # -- registration ----------------------------------------------------------
