@@ -237,6 +237,7 @@ class Gateway(MultiService):
                 broker=self.broker,
                 sessions=self.sessions,
                 state=self.state,
+                presence_store=self.backends.presence,
                 bus=self.backends.bus,
                 config=config,
                 clock=reactor,

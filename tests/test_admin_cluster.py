@@ -115,3 +115,44 @@ def test_zones_and_stats_come_from_every_gateway(cluster):
     assert all(len(s["samples"]) == 1 for s in stats["gateways"].values())
     zones = b.call(admin, "admin.zones", {})["result"]
     assert sorted(zones["gateways"]) == ["gw-a", "gw-b", "gw-c"]
+
+
+def test_presence_counts_and_zones_add_up_across_gateways(cluster):
+    """Statuses summed over the gateways; a zone's players from every one, paged."""
+    _, (a, b, c) = cluster
+    for gateway, player, status, zone in (
+        (a, "a1", "away", "forest"),
+        (b, "b1", "online", "forest"),
+        (b, "b2", "busy", "cave"),
+        (c, "c1", "online", "dunes"),
+        (c, "c2", "online", "forest"),
+    ):
+        client = gateway.open(player)
+        gateway.call(client, "presence.set", {"status": status, "zone": zone})
+    admin = open_admin(a)
+    first = a.call(admin, "admin.presence", {"limit": 2})["result"]
+    assert first["gateways"] == ["gw-a", "gw-b", "gw-c"] and first["missing"] == []
+    assert first["players"] == 6
+    assert first["statuses"] == {"online": 4, "away": 1, "busy": 1, "invisible": 0}
+    assert first["zones"] == [
+        {"zone": "cave", "players": 1},
+        {"zone": "dunes", "players": 1},
+    ]
+    rest = a.call(admin, "admin.presence", {"limit": 2, "cursor": first["cursor"]})
+    assert rest["result"]["zones"] == [{"zone": "forest", "players": 3}]
+    assert rest["result"]["cursor"] is None
+
+
+def test_presence_lists_a_silent_gateway_as_missing(cluster):
+    """A gateway that does not answer is missing, its players not counted."""
+    hub, (a, b, c) = cluster
+    b.open("b1")
+    c.open("c1")
+    admin = open_admin(a)
+    deafen(hub, c)
+    admin.send({"jsonrpc": "2.0", "method": "admin.presence", "id": "q"})
+    a.flush()
+    a.advance(1)
+    (response,) = [m for m in admin.received if m.get("id") == "q"]
+    result = response["result"]
+    assert result["missing"] == ["gw-c"] and result["players"] == 2

@@ -55,6 +55,7 @@ def frames(admin, session_id=None):
         ("admin.untrace", {"session_id": "x"}),
         ("admin.zones", {}),
         ("admin.stats", {}),
+        ("admin.presence", {}),
     ],
 )
 def test_players_and_services_are_refused(gateway, method, params):
@@ -321,3 +322,55 @@ def test_stats_sample_a_bounded_ring(gateway):
     last = gateway.call(admin, "admin.stats", {"last": 2})["result"]
     assert len(last["gateways"]["gw-test"]["samples"]) == 2
     assert gateway.call(admin, "admin.stats", {"last": 5})["error"]["code"] == -32602
+
+
+def test_presence_counts_players_by_status_and_zone(gateway):
+    """Each player once, by status; zones with their players, invisible included."""
+    statuses = {"p1": "away", "p2": "busy", "p3": "invisible", "p4": "online"}
+    zones = {"p1": "forest", "p2": "forest", "p3": "cave", "p4": None}
+    for player, status in statuses.items():
+        client = gateway.open(player)
+        gateway.call(client, "presence.set", {"status": status, "zone": zones[player]})
+    gateway.open("p1")  # a second session: still one player
+    admin = open_admin(gateway)
+    result = gateway.call(admin, "admin.presence", {})["result"]
+    assert result == {
+        "players": 5,
+        "statuses": {"online": 2, "away": 1, "busy": 1, "invisible": 1},
+        "zones": [{"zone": "cave", "players": 1}, {"zone": "forest", "players": 2}],
+        "cursor": None,
+        "gateways": ["gw-test"],
+        "missing": [],
+    }
+
+
+def test_presence_zones_are_paged_within_the_configured_bounds(gateway):
+    """Zones by name, page_size by default, the cursor to the next page."""
+    for index in range(5):
+        client = gateway.open(f"p{index}")
+        gateway.call(client, "presence.set", {"zone": f"z{index}"})
+    admin = open_admin(gateway)
+    seen, cursor = [], None
+    while True:
+        params = {} if cursor is None else {"cursor": cursor}
+        result = gateway.call(admin, "admin.presence", params)["result"]
+        assert result["players"] == 6 and len(result["zones"]) <= 2
+        seen += [row["zone"] for row in result["zones"]]
+        cursor = result["cursor"]
+        if cursor is None:
+            break
+    assert seen == ["z0", "z1", "z2", "z3", "z4"]
+    error = gateway.call(admin, "admin.presence", {"limit": 4})["error"]
+    assert error["code"] == -32602
+
+
+def test_admin_methods_are_described_in_rpc_discover(gateway):
+    """rpc.discover lists the admin methods with their schemas."""
+    admin = open_admin(gateway)
+    methods = gateway.call(admin, "rpc.discover", {})["result"]["methods"]
+    described = {m["name"]: m for m in methods if m["name"].startswith("admin.")}
+    assert {"admin.presence", "admin.connections"} <= set(described)
+    presence = described["admin.presence"]
+    assert presence["x-roles"] == ["admin"]
+    required = presence["result"]["schema"]["required"]
+    assert required[:3] == ["players", "statuses", "zones"]

@@ -146,6 +146,18 @@ def test_trace_rate_is_bounded_over_real_sockets(gateway):
         admin.close()
 
 
+def answered_by_both(admin: Peer, method: str, params: dict | None = None) -> dict:
+    """The result of ``method`` once both gateways answer it (they meet first)."""
+    deadline = time.monotonic() + 10
+    while True:
+        result = admin.call(method, params)["result"]
+        if result["gateways"] == ["gw1", "gw2"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert result["gateways"] == ["gw1", "gw2"] and result["missing"] == []
+    return result
+
+
 @pytest.fixture(params=["redis", "nats"])
 def two_gateways(request, tmp_path, redis_server, nats_server):
     """Two gateway processes on the shared redis-server, Redis or NATS the bus."""
@@ -172,13 +184,7 @@ def test_connections_of_both_gateways_then_one_missing(two_gateways):
     player = Peer(second.url, "carol")
     admin = Peer(first.url, "root", roles=["admin"])
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            result = admin.call("admin.connections")["result"]
-            if result["gateways"] == ["gw1", "gw2"] or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert result["gateways"] == ["gw1", "gw2"] and result["missing"] == []
+        result = answered_by_both(admin, "admin.connections")
         rows = {(r["gateway_id"], r["player_id"]) for r in result["connections"]}
         assert rows == {("gw1", "root"), ("gw2", "carol")}
         second.kill()
@@ -191,3 +197,27 @@ def test_connections_of_both_gateways_then_one_missing(two_gateways):
     finally:
         player.close()
         admin.close()
+
+
+def test_presence_counts_the_players_of_both_gateways(two_gateways):
+    """An admin on gw1 counts gw2's players by status and zone, from Redis."""
+    first, second = two_gateways
+    carol = Peer(second.url, "carol")
+    dave = Peer(first.url, "dave")
+    admin = Peer(first.url, "root", roles=["admin"])
+    try:
+        carol.call("presence.set", {"status": "away", "zone": "forest"})
+        dave.call("presence.set", {"status": "invisible", "zone": "forest"})
+        result = answered_by_both(admin, "admin.presence")
+        assert result["players"] == 3
+        assert result["statuses"] == {
+            "online": 1,
+            "away": 1,
+            "busy": 0,
+            "invisible": 1,
+        }
+        assert result["zones"] == [{"zone": "forest", "players": 2}]
+        assert result["cursor"] is None
+    finally:
+        for peer in (carol, dave, admin):
+            peer.close()

@@ -1,11 +1,12 @@
 """The admin methods that feed the debug inspector.
 
-``admin.connections``, ``admin.zones`` and ``admin.stats`` answer for the
-whole cluster: this gateway answers for itself and asks the others over
-the bus (:mod:`.cluster`), listing the gateways that answered and those
-expected that did not. ``admin.trace`` and ``admin.untrace`` follow a
-session of this gateway frame by frame (:mod:`.traces`). Only connections
-whose JWT has the ``admin`` role may call them; the others get -32001.
+``admin.connections``, ``admin.presence``, ``admin.zones`` and
+``admin.stats`` answer for the whole cluster: this gateway answers for
+itself and asks the others over the bus (:mod:`.cluster`), listing the
+gateways that answered and those expected that did not. ``admin.trace``
+and ``admin.untrace`` follow a session of this gateway frame by frame
+(:mod:`.traces`). Only connections whose JWT has the ``admin`` role may
+call them; the others get -32001.
 """
 
 from __future__ import annotations
@@ -14,16 +15,24 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 
+from rtgateway.components.admin.census import (
+    RECORDS_PER_READ,
+    local_census,
+    merge_census,
+)
 from rtgateway.components.admin.cluster import ClusterQuestions
 from rtgateway.components.admin.listing import local_page, merge_pages, parse_cursor
 from rtgateway.components.admin.schemas import (
     CONNECTIONS_RESULT,
     PER_GATEWAY_RESULT,
+    PRESENCE_RESULT,
     SESSION_PARAMS,
     TRACE_RESULT,
     UNTRACE_RESULT,
     connections_params,
+    presence_params,
     stats_params,
 )
 from rtgateway.components.admin.stats import StatsRing
@@ -38,6 +47,7 @@ METHODS = (
     "admin.untrace",
     "admin.zones",
     "admin.stats",
+    "admin.presence",
 )
 
 
@@ -53,6 +63,7 @@ class AdminComponent(Service):
         broker: Any,
         sessions: Any,
         state: Any,
+        presence_store: Any,
         bus: Any,
         config: Any,
         clock: Any,
@@ -63,6 +74,7 @@ class AdminComponent(Service):
         self._router = router
         self._sessions = sessions
         self._state = state
+        self._presence = presence_store
         self._settings = settings = config.admin
         self._gateway_id = config.gateway.id
         self._zones = sorted(config.zones)
@@ -133,6 +145,15 @@ class AdminComponent(Service):
             summary="Each gateway's messages/s, p99 call latency, connections, "
             "reconnects and resumes, sampled over the last minutes.",
         )
+        register(
+            "admin.presence",
+            self.presence,
+            params=presence_params(settings.connections_page_max),
+            result=PRESENCE_RESULT,
+            roles=ADMIN,
+            summary="The cluster's players by status, and its zones with their "
+            "players, paged.",
+        )
         self._stats.start()
         self._cluster.start()
 
@@ -186,6 +207,17 @@ class AdminComponent(Service):
             raise NotFound("this connection traces no session of that id")
         return trace.counts()
 
+    async def presence(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
+        question = {
+            "cursor": params.get("cursor"),
+            "limit": params.get("limit", self._settings.connections_page_size),
+        }
+        own = await self._local_presence(question)
+        others, missing = await self._cluster.ask("presence", question)
+        page = merge_census([own, *others.values()], question["limit"])
+        gateways = sorted([self._gateway_id, *others])
+        return {**page, "gateways": gateways, "missing": missing}
+
     async def zones(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
         return await self._per_gateway("zones", {})
 
@@ -199,10 +231,12 @@ class AdminComponent(Service):
         others, missing = await self._cluster.ask(what, params)
         return {"gateways": {**others, self._gateway_id: own}, "missing": missing}
 
-    def _answer(self, what: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _answer(self, what: str, params: dict[str, Any]) -> Any:
         """This gateway's answer to an admin question (its own or another's)."""
         if what == "connections":
             return self._local_connections(params)
+        if what == "presence":
+            return Deferred.fromCoroutine(self._local_presence(params))
         if what == "zones":
             return self._local_zones()
         if what == "stats":
@@ -219,6 +253,14 @@ class AdminComponent(Service):
             parse_cursor(question["cursor"]),
             question["limit"],
         )
+
+    async def _local_presence(self, question: dict[str, Any]) -> dict[str, Any]:
+        players = sorted({local.player_id for local in self._sessions.all_local()})
+        records: list[Any] = []
+        for start in range(0, len(players), RECORDS_PER_READ):
+            batch = await self._presence.get(players[start : start + RECORDS_PER_READ])
+            records += batch.values()
+        return local_census(records, question["cursor"], question["limit"])
 
     def _local_zones(self) -> dict[str, Any]:
         active = self._state.active_zones() if self._state is not None else {}

@@ -41,6 +41,29 @@ CONNECTIONS_RESULT = {
     },
     "required": ["count", "connections", "cursor", "gateways", "missing"],
 }
+COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
+PRESENCE_RESULT = {
+    "type": "object",
+    "properties": {
+        "players": {"type": "integer"},
+        "statuses": COUNTS,
+        "zones": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "zone": {"type": "string"},
+                    "players": {"type": "integer"},
+                },
+                "required": ["zone", "players"],
+            },
+        },
+        "cursor": {"type": ["string", "null"]},
+        "gateways": {"type": "array", "items": {"type": "string"}},
+        "missing": MISSING,
+    },
+    "required": ["players", "statuses", "zones", "cursor", "gateways", "missing"],
+}
 PER_GATEWAY_RESULT = {
     "type": "object",
     "properties": {
@@ -59,6 +82,18 @@ def connections_params(page_max: int) -> dict[str, Any]:
             "filter": {"type": "string", "maxLength": 128},
             "limit": {"type": "integer", "minimum": 1, "maximum": page_max},
             "cursor": {"type": ["string", "null"], "maxLength": 256},
+        },
+        "additionalProperties": False,
+    }
+
+
+def presence_params(page_max: int) -> dict[str, Any]:
+    """``admin.presence`` params: a page of zones after ``cursor`` (a zone)."""
+    return {
+        "type": "object",
+        "properties": {
+            "limit": {"type": "integer", "minimum": 1, "maximum": page_max},
+            "cursor": {"type": ["string", "null"], "maxLength": 64},
         },
         "additionalProperties": False,
     }
