@@ -238,6 +238,7 @@ class Gateway(MultiService):
                 sessions=self.sessions,
                 state=self.state,
                 presence_store=self.backends.presence,
+                state_store=self.backends.state,
                 bus=self.backends.bus,
                 config=config,
                 clock=reactor,

@@ -17,7 +17,11 @@ def cluster():
     gateways = [
         MemoryGateway(
             make_config(
-                {"gateway": {"id": name}, "admin": {"connections_page_size": 3}}
+                {
+                    "gateway": {"id": name},
+                    "admin": {"connections_page_size": 3},
+                    "zones": {"cave": {"fields": {"x": {"type": "number"}}}},
+                }
             ),
             clock=clock,
             hub=hub,
@@ -156,3 +160,19 @@ def test_presence_lists_a_silent_gateway_as_missing(cluster):
     (response,) = [m for m in admin.received if m.get("id") == "q"]
     result = response["result"]
     assert result["missing"] == ["gw-c"] and result["players"] == 2
+
+
+def test_zone_holds_the_entities_of_every_gateway(cluster):
+    """The store holds the whole zone: an admin on one gateway reads all of it."""
+    _, (a, b, c) = cluster
+    for gateway, player, x in ((b, "b1", 1.5), (c, "c1", 2.5)):
+        client = gateway.open(player)
+        gateway.call(client, "state.join", {"zone": "cave", "fields": {"x": x}})
+    a.advance(1)
+    admin = open_admin(a)
+    result = a.call(admin, "admin.zone", {"zone": "cave"})["result"]
+    assert result["count"] == 2 and result["truncated"] is False
+    assert result["entities"] == {
+        "player.b1": {"v": 1, "fields": {"x": 1.5}},
+        "player.c1": {"v": 1, "fields": {"x": 2.5}},
+    }

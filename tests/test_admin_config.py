@@ -19,6 +19,7 @@ def test_defaults():
     )
     assert admin.trace_max_frame_bytes == 4096
     assert (admin.stats_interval_s, admin.stats_samples) == (1.0, 300)
+    assert admin.zone_max_entities == 1000
 
 
 @pytest.mark.parametrize(
@@ -32,6 +33,7 @@ def test_defaults():
         "cluster_timeout_s",
         "stats_interval_s",
         "stats_samples",
+        "zone_max_entities",
     ],
 )
 def test_every_bound_must_be_positive(key):

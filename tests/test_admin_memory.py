@@ -23,6 +23,7 @@ def gateway():
                     "connections_page_size": 2,
                     "connections_page_max": 3,
                     "stats_samples": 4,
+                    "zone_max_entities": 3,
                 },
             }
         )
@@ -56,6 +57,7 @@ def frames(admin, session_id=None):
         ("admin.zones", {}),
         ("admin.stats", {}),
         ("admin.presence", {}),
+        ("admin.zone", {"zone": "cave"}),
     ],
 )
 def test_players_and_services_are_refused(gateway, method, params):
@@ -374,3 +376,41 @@ def test_admin_methods_are_described_in_rpc_discover(gateway):
     assert presence["x-roles"] == ["admin"]
     required = presence["result"]["schema"]["required"]
     assert required[:3] == ["players", "statuses", "zones"]
+
+
+def test_zone_lists_its_entities_with_versions_and_fields(gateway):
+    """admin.zone: every entity of the zone, its version and its fields."""
+    alice = gateway.open("alice")
+    gateway.call(alice, "state.join", {"zone": "cave", "fields": {"torch": True}})
+    service = gateway.open("svc", token=gateway.token("svc", roles=["service"]))
+    gateway.call(service, "world.set", {"zone": "cave", "entity": "door", "fields": {}})
+    gateway.advance(1)
+    admin = open_admin(gateway)
+    result = gateway.call(admin, "admin.zone", {"zone": "cave"})["result"]
+    assert result == {
+        "zone": "cave",
+        "count": 2,
+        "entities": {
+            "player.alice": {"v": 1, "fields": {"torch": True}},
+            "world.cave.door": {"v": 1, "fields": {}},
+        },
+        "truncated": False,
+    }
+
+
+def test_zone_is_bounded_by_zone_max_entities(gateway):
+    """Past zone_max_entities the first ones by id are listed, marked truncated."""
+    for name in ("p1", "p2", "p3", "p4"):
+        gateway.call(gateway.open(name), "state.join", {"zone": "cave"})
+    gateway.advance(1)
+    admin = open_admin(gateway)
+    result = gateway.call(admin, "admin.zone", {"zone": "cave"})["result"]
+    assert result["count"] == 4 and result["truncated"] is True
+    assert sorted(result["entities"]) == ["player.p1", "player.p2", "player.p3"]
+
+
+def test_zone_not_configured_is_not_found(gateway):
+    """A zone name the configuration does not have answers -32003."""
+    admin = open_admin(gateway)
+    error = gateway.call(admin, "admin.zone", {"zone": "nowhere"})["error"]
+    assert error["code"] == -32003

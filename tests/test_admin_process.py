@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -146,14 +147,22 @@ def test_trace_rate_is_bounded_over_real_sockets(gateway):
         admin.close()
 
 
-def answered_by_both(admin: Peer, method: str, params: dict | None = None) -> dict:
-    """The result of ``method`` once both gateways answer it (they meet first)."""
+def polled(ask: Callable[[], dict], done: Callable[[dict], bool]) -> dict:
+    """``ask()`` again until ``done`` with its result, or 10 s have passed."""
     deadline = time.monotonic() + 10
     while True:
-        result = admin.call(method, params)["result"]
-        if result["gateways"] == ["gw1", "gw2"] or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+        result = ask()
+        if done(result) or time.monotonic() > deadline:
+            return result
+        time.sleep(0.05)
+
+
+def answered_by_both(admin: Peer, method: str, params: dict | None = None) -> dict:
+    """The result of ``method`` once both gateways answer it (they meet first)."""
+    result = polled(
+        lambda: admin.call(method, params)["result"],
+        lambda result: result["gateways"] == ["gw1", "gw2"],
+    )
     assert result["gateways"] == ["gw1", "gw2"] and result["missing"] == []
     return result
 
@@ -168,7 +177,11 @@ def two_gateways(request, tmp_path, redis_server, nats_server):
     started = [
         GatewayProcess(
             tmp_path,
-            {"backend": backend, "admin": {"cluster_timeout_s": 1}},
+            {
+                "backend": backend,
+                "admin": {"cluster_timeout_s": 1},
+                "zones": {"arena": {"fields": {"x": {"type": "number"}}}},
+            },
             name=name,
         ).start()
         for name in ("gw1", "gw2")
@@ -221,3 +234,26 @@ def test_presence_counts_the_players_of_both_gateways(two_gateways):
     finally:
         for peer in (carol, dave, admin):
             peer.close()
+
+
+def test_zone_shows_the_entities_of_a_player_on_the_other_gateway(two_gateways):
+    """An admin on gw1 reads, from Redis, the entity of a player on gw2."""
+    first, second = two_gateways
+    erin = Peer(second.url, "erin")
+    admin = Peer(first.url, "root", roles=["admin"])
+    try:
+        erin.call("state.join", {"zone": "arena", "fields": {"x": 4.25}})
+        erin.call("state.update", {"fields": {"x": 8.5}})
+        result = polled(
+            lambda: admin.call("admin.zone", {"zone": "arena"})["result"],
+            lambda result: (
+                "player.erin" in result["entities"]
+                and result["entities"]["player.erin"]["fields"] == {"x": 8.5}
+            ),
+        )
+        entity = result["entities"]["player.erin"]
+        assert result["count"] == 1 and result["truncated"] is False
+        assert entity == {"v": 2, "fields": {"x": 8.5}}
+    finally:
+        erin.close()
+        admin.close()

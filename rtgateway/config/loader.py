@@ -267,6 +267,7 @@ class AdminConfig:
     ``trace_rate`` frames a second (the rest are counted as dropped), each
     frame cut to ``trace_max_frame_bytes`` of JSON. The statistics are
     sampled every ``stats_interval_s`` into a ring of ``stats_samples``.
+    ``admin.zone`` lists at most ``zone_max_entities`` entities of a zone.
     """
 
     enabled: bool = True
@@ -278,6 +279,7 @@ class AdminConfig:
     cluster_timeout_s: float = key(1.0, positive)
     stats_interval_s: float = key(1.0, positive)
     stats_samples: int = key(300, positive)
+    zone_max_entities: int = key(1000, positive)
 
 
 @dataclass(frozen=True, slots=True)

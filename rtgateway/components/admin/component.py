@@ -3,7 +3,9 @@
 ``admin.connections``, ``admin.presence``, ``admin.zones`` and
 ``admin.stats`` answer for the whole cluster: this gateway answers for
 itself and asks the others over the bus (:mod:`.cluster`), listing the
-gateways that answered and those expected that did not. ``admin.trace``
+gateways that answered and those expected that did not. ``admin.zone``
+reads a zone from the state store, which holds all of it for the cluster.
+``admin.trace``
 and ``admin.untrace`` follow a session of this gateway frame by frame
 (:mod:`.traces`). Only connections whose JWT has the ``admin`` role may
 call them; the others get -32001.
@@ -31,6 +33,8 @@ from rtgateway.components.admin.schemas import (
     SESSION_PARAMS,
     TRACE_RESULT,
     UNTRACE_RESULT,
+    ZONE_PARAMS,
+    ZONE_RESULT,
     connections_params,
     presence_params,
     stats_params,
@@ -48,6 +52,7 @@ METHODS = (
     "admin.zones",
     "admin.stats",
     "admin.presence",
+    "admin.zone",
 )
 
 
@@ -64,6 +69,7 @@ class AdminComponent(Service):
         sessions: Any,
         state: Any,
         presence_store: Any,
+        state_store: Any,
         bus: Any,
         config: Any,
         clock: Any,
@@ -75,6 +81,7 @@ class AdminComponent(Service):
         self._sessions = sessions
         self._state = state
         self._presence = presence_store
+        self._state_store = state_store
         self._settings = settings = config.admin
         self._gateway_id = config.gateway.id
         self._zones = sorted(config.zones)
@@ -154,6 +161,15 @@ class AdminComponent(Service):
             summary="The cluster's players by status, and its zones with their "
             "players, paged.",
         )
+        register(
+            "admin.zone",
+            self.zone,
+            params=ZONE_PARAMS,
+            result=ZONE_RESULT,
+            roles=ADMIN,
+            summary="A zone's entities with their versions and fields, as the "
+            "state store holds them.",
+        )
         self._stats.start()
         self._cluster.start()
 
@@ -220,6 +236,27 @@ class AdminComponent(Service):
 
     async def zones(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
         return await self._per_gateway("zones", {})
+
+    async def zone(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
+        """The zone as the state store holds it, shared by the whole cluster."""
+        zone = params["zone"]
+        if zone not in self._zones:
+            raise NotFound("no state zone of that name is configured")
+        stored = await self._state_store.load_zone(zone)
+        most = self._settings.zone_max_entities
+        shown = sorted(stored)[:most]
+        return {
+            "zone": zone,
+            "count": len(stored),
+            "entities": {
+                entity_id: {
+                    "v": stored[entity_id].version,
+                    "fields": stored[entity_id].fields,
+                }
+                for entity_id in shown
+            },
+            "truncated": len(stored) > most,
+        }
 
     async def stats(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
         return await self._per_gateway("stats", {"last": params.get("last")})

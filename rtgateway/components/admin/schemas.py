@@ -41,6 +41,32 @@ CONNECTIONS_RESULT = {
     },
     "required": ["count", "connections", "cursor", "gateways", "missing"],
 }
+ZONE_PARAMS = {
+    "type": "object",
+    "properties": {"zone": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}},
+    "required": ["zone"],
+    "additionalProperties": False,
+}
+ZONE_RESULT = {
+    "type": "object",
+    "properties": {
+        "zone": {"type": "string"},
+        "count": {"type": "integer"},
+        "entities": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "v": {"type": "integer"},
+                    "fields": {"type": "object"},
+                },
+                "required": ["v", "fields"],
+            },
+        },
+        "truncated": {"type": "boolean"},
+    },
+    "required": ["zone", "count", "entities", "truncated"],
+}
 COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
 PRESENCE_RESULT = {
     "type": "object",
