@@ -1,0 +1,1 @@
+../../rtgateway/web/static/client/rtgateway.js

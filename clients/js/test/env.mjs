@@ -1,0 +1,46 @@
+/**
+ * What the Python side (tests/browser/test_js_client.py) hands the node
+ * tests: the URLs of real gateways, tokens it minted, and the gateways'
+ * process ids for the tests that stop one.
+ */
+import { Client } from "../rtgateway.js";
+
+function json(name, fallback) {
+  const value = process.env[name];
+  if (value === undefined) {
+    if (fallback !== undefined) return fallback;
+    throw new Error(`${name} is not set: run these tests through tests/browser/test_js_client.py`);
+  }
+  return JSON.parse(value);
+}
+
+/** {player: jwt} */
+export const TOKENS = json("RTGW_TOKENS");
+/** every gateway URL, in the order of the Python side */
+export const URLS = json("RTGW_URLS");
+/** {gateway_id: pid} */
+export const PIDS = json("RTGW_PIDS", {});
+
+/** A client for `player` with fast reconnects; `options` override. */
+export function client(player, options = {}) {
+  if (!(player in TOKENS)) throw new Error(`no token minted for ${player}`);
+  return new Client({
+    url: URLS[0],
+    token: () => TOKENS[player],
+    reconnect: { initialMs: 50, maxMs: 500 },
+    ...options,
+  });
+}
+
+/** Poll `predicate` every 10 ms until true; fail after `timeoutMs`. */
+export async function until(predicate, what, timeoutMs = 10000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

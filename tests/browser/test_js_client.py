@@ -1,0 +1,114 @@
+"""rtgateway.js, the JavaScript client, against real gateway processes.
+
+Each test starts the gateways it needs (twistd, as an operator would),
+mints tokens and runs one file of the node tests in clients/js/test with
+``node --test``, handing over URLs, tokens and process ids in environment
+variables; node's output is shown when it fails. The node tests stop
+gateways themselves (SIGKILL, SIGTERM) by the process ids they are given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rtgateway.testing import GatewayProcess, make_config, token_for
+
+pytestmark = pytest.mark.integration
+
+CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "js"
+NODE = shutil.which("node") or "node"
+NODE_TIMEOUT_S = 120
+PLAYERS = [
+    "alice",
+    "bob",
+    "carol",
+    "dan",
+    "erin",
+    "frank",
+    "gina",
+    "hank",
+    "ivy",
+    "jack",
+]
+TOKENS = make_config()
+SETTINGS = {
+    "topics": {
+        "chat": {
+            "subscribe": "any",
+            "publish": "any",
+            "history_size": 10_000,
+            "history_ttl_s": 600,
+        }
+    },
+    "events": {"chat.line": {"schema": {"type": "object"}}},
+    "limits": {"rate_per_second": 10_000, "rate_burst": 10_000},
+    "zones": {
+        "arena": {
+            "check_interval_ticks": 5,
+            "fast_hz": 30,
+            "position": ["x", "y"],
+            "max_speed": 20,
+            "bounds": {"min": [-1000, -1000], "max": [1000, 1000]},
+            "fields": {
+                "x": {"type": "number", "quantum": 0.01},
+                "y": {"type": "number", "quantum": 0.01},
+                "hp": {"type": "integer", "lane": "slow", "default": 100},
+                "name": {"type": "string", "lane": "slow", "default": ""},
+            },
+        }
+    },
+}
+
+
+def run_node(test_file: str, gateways: list[GatewayProcess]) -> None:
+    """Run ``clients/js/test/<test_file>`` against ``gateways``; exit code 0 or fail."""
+    env = {
+        **os.environ,
+        "RTGW_URLS": json.dumps([gateway.url for gateway in gateways]),
+        "RTGW_TOKENS": json.dumps({p: token_for(TOKENS, p) for p in PLAYERS}),
+        "RTGW_PIDS": json.dumps(
+            {g.sections["gateway"]["id"]: g.started.pid for g in gateways}
+        ),
+    }
+    try:
+        done = subprocess.run(
+            [NODE, "--experimental-websocket", "--test", f"test/{test_file}"],
+            cwd=CLIENT_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=NODE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(f"node --test {test_file} ran over {NODE_TIMEOUT_S} s:\n{expired}")
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"node --test {test_file} failed:\n{output}"
+    assert "# fail 0" in output, output
+    assert "# pass 0\n" not in output, f"node ran no test:\n{output}"
+
+
+@pytest.fixture
+def gateways(tmp_path):
+    """Starts gateways from SETTINGS plus overrides; stops them afterwards."""
+    started: list[GatewayProcess] = []
+
+    def start(name: str, **overrides) -> GatewayProcess:
+        sections = {**SETTINGS, **overrides}
+        process = GatewayProcess(tmp_path, sections, name=name).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def test_core(gateways):
+    """Connect, calls and typed errors, handler isolation, the queue, stats."""
+    run_node("core.test.mjs", [gateways("gw-core")])
