@@ -72,8 +72,11 @@ def run_node(test_file: str, gateways: list[GatewayProcess]) -> None:
         **os.environ,
         "RTGW_URLS": json.dumps([gateway.url for gateway in gateways]),
         "RTGW_TOKENS": json.dumps({p: token_for(TOKENS, p) for p in PLAYERS}),
-        "RTGW_PIDS": json.dumps(
-            {g.sections["gateway"]["id"]: g.started.pid for g in gateways}
+        "RTGW_GATEWAYS": json.dumps(
+            {
+                g.sections["gateway"]["id"]: {"url": g.url, "pid": g.started.pid}
+                for g in gateways
+            }
         ),
     }
     try:
@@ -112,3 +115,8 @@ def gateways(tmp_path):
 def test_core(gateways):
     """Connect, calls and typed errors, handler isolation, the queue, stats."""
     run_node("core.test.mjs", [gateways("gw-core")])
+
+
+def test_state(gateways):
+    """The mirror, state.check verification, a forced desync, prediction."""
+    run_node("state.test.mjs", [gateways("gw-state")])

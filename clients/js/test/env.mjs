@@ -1,7 +1,7 @@
 /**
  * What the Python side (tests/browser/test_js_client.py) hands the node
- * tests: the URLs of real gateways, tokens it minted, and the gateways'
- * process ids for the tests that stop one.
+ * tests: the URLs of real gateways, tokens it minted, and each gateway's
+ * URL and process id for the tests that stop one.
  */
 import { Client } from "../rtgateway.js";
 
@@ -18,8 +18,8 @@ function json(name, fallback) {
 export const TOKENS = json("RTGW_TOKENS");
 /** every gateway URL, in the order of the Python side */
 export const URLS = json("RTGW_URLS");
-/** {gateway_id: pid} */
-export const PIDS = json("RTGW_PIDS", {});
+/** {gateway_id: {url, pid}} */
+export const GATEWAYS = json("RTGW_GATEWAYS", {});
 
 /** A client for `player` with fast reconnects; `options` override. */
 export function client(player, options = {}) {
