@@ -239,6 +239,7 @@ class Gateway(MultiService):
                 state=self.state,
                 presence_store=self.backends.presence,
                 state_store=self.backends.state,
+                session_store=self.backends.sessions,
                 bus=self.backends.bus,
                 config=config,
                 clock=reactor,

@@ -176,3 +176,157 @@ def test_zone_holds_the_entities_of_every_gateway(cluster):
         "player.b1": {"v": 1, "fields": {"x": 1.5}},
         "player.c1": {"v": 1, "fields": {"x": 2.5}},
     }
+
+
+def session_of(client):
+    return client.notifications("session.welcome")[0]["params"]["session_id"]
+
+
+def frames(admin):
+    return [m["params"] for m in admin.notifications("admin.frame")]
+
+
+def traced_connection(gateway, session_id):
+    return next(
+        c for c in gateway.gateway.factory.connections if c.session_id == session_id
+    )
+
+
+def trace_across(cluster):
+    """An admin on gw-a tracing a player of gw-b: (a, b, player, admin, session)."""
+    _, (a, b, _) = cluster
+    player = b.open("bob")
+    session_id = session_of(player)
+    admin = open_admin(a)
+    result = a.call(admin, "admin.trace", {"session_id": session_id})["result"]
+    assert result == {"session_id": session_id, "rate": 100.0, "max_frame_bytes": 4096}
+    return a, b, player, admin, session_id
+
+
+def test_trace_of_a_session_on_another_gateway_shows_its_frames_live(cluster):
+    """The owning gateway shows the frames; they reach the admin over the bus."""
+    a, b, player, admin, session_id = trace_across(cluster)
+    fresh = b.token("bob", ttl_s=7200)
+    b.call(player, "sys.ping", {})
+    b.call(player, "session.refresh", {"token": fresh})
+    a.flush()
+    shown = frames(admin)
+    assert [(f["direction"], f["method"]) for f in shown] == [
+        ("in", "sys.ping"),
+        ("out", None),
+        ("in", "session.refresh"),
+        ("out", None),
+    ]
+    assert all(f["session_id"] == session_id for f in shown)
+    assert shown[2]["frame"]["params"] == {"token": "[redacted]"}
+    assert fresh not in repr(admin.received)
+    rows = a.call(admin, "admin.connections", {"filter": "bob"})["result"]
+    assert rows["connections"][0]["traced"] is True
+
+
+def test_untrace_across_gateways_stops_the_frames(cluster):
+    """admin.untrace ends the trace on the owning gateway; counts are the admin's."""
+    a, b, player, admin, session_id = trace_across(cluster)
+    b.call(player, "sys.ping", {})
+    a.flush()
+    counts = a.call(admin, "admin.untrace", {"session_id": session_id})["result"]
+    assert counts == {"session_id": session_id, "shown": 2, "dropped": 0}
+    assert traced_connection(b, session_id).tap is None
+    b.call(player, "sys.ping", {})
+    a.flush()
+    assert len(frames(admin)) == 2
+    error = a.call(admin, "admin.untrace", {"session_id": session_id})["error"]
+    assert error["code"] == -32003
+
+
+def test_the_traced_player_leaving_another_gateway_ends_the_trace(cluster):
+    """admin.trace_ended reaches the admin when the traced connection goes."""
+    a, b, player, admin, session_id = trace_across(cluster)
+    b.call(player, "sys.ping", {})
+    b.drop(player)
+    a.flush()
+    (ended,) = admin.notifications("admin.trace_ended")
+    assert ended["params"] == {
+        "session_id": session_id,
+        "shown": 2,
+        "dropped": 0,
+        "reason": "disconnected",
+    }
+    error = a.call(admin, "admin.untrace", {"session_id": session_id})["error"]
+    assert error["code"] == -32003
+
+
+def test_the_admin_leaving_ends_its_trace_on_the_other_gateway(cluster):
+    """The owning gateway stops showing frames once the admin is gone."""
+    a, b, _, admin, session_id = trace_across(cluster)
+    assert traced_connection(b, session_id).tap is not None
+    a.drop(admin)
+    assert traced_connection(b, session_id).tap is None
+
+
+def unhear(hub, gateway):
+    """The gateway hears nothing more of the bus, as if the others were dead."""
+    bus = gateway.gateway.backends.bus
+    for listeners in hub.channels.values():
+        listeners.discard(bus)
+
+
+def test_an_owner_silent_for_three_timeouts_is_lost(cluster):
+    """Nothing heard of the owning gateway for 3 cluster_timeout_s: trace ended."""
+    hub = cluster[0]
+    a, _, _, admin, session_id = trace_across(cluster)
+    unhear(hub, a)
+    a.advance(3)
+    assert admin.notifications("admin.trace_ended") == []
+    a.advance(1)
+    (ended,) = admin.notifications("admin.trace_ended")
+    assert ended["params"] == {
+        "session_id": session_id,
+        "shown": 0,
+        "dropped": 0,
+        "reason": "gateway_lost",
+    }
+
+
+def test_an_owner_that_no_longer_hears_the_admins_gateway_ends_the_trace(cluster):
+    """The owning gateway stops tracing for a gateway silent 3 cluster_timeout_s."""
+    hub = cluster[0]
+    _, b, _, _, session_id = trace_across(cluster)
+    unhear(hub, b)
+    b.advance(3)
+    assert traced_connection(b, session_id).tap is not None
+    b.advance(1)
+    assert traced_connection(b, session_id).tap is None
+
+
+def test_an_owner_saying_goodbye_ends_the_trace_at_once(cluster):
+    """A gateway stopping ends the traces it ran for others, with no wait."""
+    a, b, _, admin, _ = trace_across(cluster)
+    b.stop()  # its goodbye, before any of its connections closes
+    a.flush()
+    (ended,) = admin.notifications("admin.trace_ended")
+    assert ended["params"]["reason"] == "gateway_lost"
+
+
+def test_a_trace_of_a_session_on_no_gateway_is_not_found(cluster):
+    """A session the store does not hold attached answers -32003."""
+    _, (a, b, _) = cluster
+    player = b.open("bob")
+    session_id = session_of(player)
+    b.drop(player)
+    admin = open_admin(a)
+    error = a.call(admin, "admin.trace", {"session_id": session_id})["error"]
+    assert error["code"] == -32003
+
+
+def beats(gateway):
+    return [c for c in gateway.clock.getDelayedCalls() if "_beats" in repr(c)]
+
+
+def test_no_timer_runs_once_remote_traces_end(cluster):
+    """The beats run only while a remote trace does: none before, none after."""
+    a, _, _, admin, session_id = trace_across(cluster)
+    assert len(beats(a)) == 2  # a's and b's, on their shared clock
+    a.call(admin, "admin.untrace", {"session_id": session_id})
+    a.advance(1)
+    assert beats(a) == []

@@ -13,6 +13,10 @@ stops, and every answer counts as being heard. One that died without a
 word is listed as missing until that long has passed. The traffic is that
 of the admin calls and of gateways starting, nothing per message: no
 gateway hears anything of the others' players through these channels.
+
+A question can also go to one gateway only, on its own channel; and a
+gateway can tell another something that needs no answer (the frames of a
+trace, :mod:`.remote`), which reaches the other's ``told`` callback.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ ADMIN_CHANNEL = f"{PREFIX}.admin"
 #: A gateway not heard from for this long is no longer expected to answer.
 ROSTER_TTL_S = 300.0
 
-#: ``answer(what, params)``: this gateway's answer, a value or a Deferred.
-Answer = Callable[[str, dict[str, Any]], Any]
+#: ``answer(what, params, asker)``: this gateway's answer, a value or a Deferred.
+Answer = Callable[[str, dict[str, Any], str], Any]
+#: ``told(sender, order)``: what another gateway told this one (``bye`` too).
+Told = Callable[[str, dict[str, Any]], None]
 
 
 def reply_channel(gateway_id: str) -> str:
@@ -66,6 +72,7 @@ class ClusterQuestions:
         clock: IReactorTime,
         timeout_s: float,
         answer: Answer,
+        told: Told,
     ) -> None:
         self._bus = bus
         self._broker = broker
@@ -73,6 +80,7 @@ class ClusterQuestions:
         self._clock = clock
         self._timeout_s = timeout_s
         self._answer = answer
+        self._told = told
         self._own = reply_channel(gateway_id)
         self._ids = itertools.count(1)
         self._questions: dict[int, _Question] = {}
@@ -81,8 +89,8 @@ class ClusterQuestions:
 
     def start(self) -> None:
         broker = self._broker
-        broker.add_channel_handler(ADMIN_CHANNEL, self._order)
-        broker.add_channel_handler(self._own, self._reply)
+        broker.add_channel_handler(ADMIN_CHANNEL, self._message)
+        broker.add_channel_handler(self._own, self._message)
         joined = [self._bus.subscribe(ADMIN_CHANNEL), self._bus.subscribe(self._own)]
         joined[1].addCallback(lambda _: joined[0]).addCallback(
             lambda _: self._publish(ADMIN_CHANNEL, {"op": "hello"})
@@ -97,19 +105,27 @@ class ClusterQuestions:
         for question_id in list(self._questions):
             self._finish(question_id)
 
-    def ask(self, what: str, params: dict[str, Any]) -> Deferred:
+    def ask(
+        self, what: str, params: dict[str, Any], gateway: str | None = None
+    ) -> Deferred:
         """The others' answers: fires with ``({gateway_id: answer}, missing)``.
 
         ``missing`` lists, sorted, the expected gateways that did not answer
-        in time (never this one, which answers for itself apart).
+        in time (never this one, which answers for itself apart). With
+        ``gateway``, only that one is asked and expected.
         """
         now = self._clock.seconds()
-        expected = {g for g, t in self._roster.items() if now - t <= ROSTER_TTL_S}
+        if gateway is None:
+            expected = {g for g, t in self._roster.items() if now - t <= ROSTER_TTL_S}
+        else:
+            expected = {gateway}
         question_id = next(self._ids)
         question = _Question(expected, Deferred())
         self._questions[question_id] = question
         order = {"op": "ask", "id": question_id, "what": what, "params": params}
-        self._publish(ADMIN_CHANNEL, order)
+        self._publish(
+            ADMIN_CHANNEL if gateway is None else reply_channel(gateway), order
+        )
         if expected <= set(question.answers):  # none expected, or all answered
             self._finish(question_id)
         elif question_id in self._questions:
@@ -119,10 +135,18 @@ class ClusterQuestions:
         result: Deferred = question.done
         return result
 
+    def tell(self, gateway: str, order: dict[str, Any]) -> None:
+        """Send ``order`` (with an ``op``) to one gateway, expecting no answer."""
+        self._publish(reply_channel(gateway), order)
+
+    def heard(self, gateway: str) -> float | None:
+        """When ``gateway`` was last heard from (clock seconds), if ever."""
+        return self._roster.get(gateway)
+
     # -- the bus ---------------------------------------------------------------
 
-    def _order(self, message: bytes) -> None:
-        """A gateway's hello, goodbye or question to every gateway."""
+    def _message(self, message: bytes) -> None:
+        """Another gateway's hello, goodbye, question, answer or order."""
         order = self._parse(message)
         if order is None or order["g"] == self._gateway_id:
             return
@@ -130,30 +154,30 @@ class ClusterQuestions:
         op = order.get("op")
         if op == "bye":
             self._roster.pop(sender, None)
+            self._told(sender, order)
             return
         self._roster[sender] = self._clock.seconds()
         if op == "hello":
             self._publish(reply_channel(sender), {"op": "here"})
         elif op == "ask":
-            what, params = str(order.get("what")), order.get("params") or {}
-            d = maybeDeferred(self._answer, what, params)
-            d.addCallback(
-                lambda result: self._publish(
-                    reply_channel(sender),
-                    {"op": "answer", "id": order.get("id"), "result": result},
-                )
-            )
-            d.addErrback(self._failed, "answering an admin question")
+            self._answer_question(sender, order)
+        elif op == "answer":
+            self._answered(sender, order)
+        elif op != "here":
+            self._told(sender, order)
 
-    def _reply(self, message: bytes) -> None:
-        """Another gateway's answer to this one (or its ``here`` to a hello)."""
-        order = self._parse(message)
-        if order is None:
-            return
-        sender = order["g"]
-        self._roster[sender] = self._clock.seconds()
-        if order.get("op") != "answer":
-            return
+    def _answer_question(self, sender: str, order: dict[str, Any]) -> None:
+        what, params = str(order.get("what")), order.get("params") or {}
+        d = maybeDeferred(self._answer, what, params, sender)
+        d.addCallback(
+            lambda result: self._publish(
+                reply_channel(sender),
+                {"op": "answer", "id": order.get("id"), "result": result},
+            )
+        )
+        d.addErrback(self._failed, "answering an admin question")
+
+    def _answered(self, sender: str, order: dict[str, Any]) -> None:
         question_id = order.get("id")
         question = self._questions.get(question_id)  # type: ignore[arg-type]
         if question is None:

@@ -5,10 +5,10 @@
 itself and asks the others over the bus (:mod:`.cluster`), listing the
 gateways that answered and those expected that did not. ``admin.zone``
 reads a zone from the state store, which holds all of it for the cluster.
-``admin.trace``
-and ``admin.untrace`` follow a session of this gateway frame by frame
-(:mod:`.traces`). Only connections whose JWT has the ``admin`` role may
-call them; the others get -32001.
+``admin.trace`` and ``admin.untrace`` follow a session frame by frame
+(:mod:`.traces`), on this gateway or, through the bus, on the one it is
+connected to (:mod:`.remote`). Only connections whose JWT has the
+``admin`` role may call them; the others get -32001.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from rtgateway.components.admin.census import (
 )
 from rtgateway.components.admin.cluster import ClusterQuestions
 from rtgateway.components.admin.listing import local_page, merge_pages, parse_cursor
+from rtgateway.components.admin.remote import RemoteTraces
 from rtgateway.components.admin.schemas import (
     CONNECTIONS_RESULT,
     PER_GATEWAY_RESULT,
@@ -70,6 +71,7 @@ class AdminComponent(Service):
         state: Any,
         presence_store: Any,
         state_store: Any,
+        session_store: Any,
         bus: Any,
         config: Any,
         clock: Any,
@@ -82,6 +84,7 @@ class AdminComponent(Service):
         self._state = state
         self._presence = presence_store
         self._state_store = state_store
+        self._session_store = session_store
         self._settings = settings = config.admin
         self._gateway_id = config.gateway.id
         self._zones = sorted(config.zones)
@@ -103,6 +106,19 @@ class AdminComponent(Service):
             clock=clock,
             timeout_s=settings.cluster_timeout_s,
             answer=self._answer,
+            told=self._told,
+        )
+        self._bounds = {
+            "rate": settings.trace_rate,
+            "max_frame_bytes": settings.trace_max_frame_bytes,
+        }
+        self._remote = RemoteTraces(
+            cluster=self._cluster,
+            traces=self._traces,
+            clock=clock,
+            interval_s=settings.cluster_timeout_s,
+            bounds=self._bounds,
+            local_connection=self._local_connection,
         )
         sessions.add_listener(self)
 
@@ -177,6 +193,7 @@ class AdminComponent(Service):
         for name in METHODS:
             self._router.unregister(name)
         self._cluster.stop()
+        self._remote.stop()
         self._stats.stop()
         super().stopService()
 
@@ -184,6 +201,7 @@ class AdminComponent(Service):
 
     def connection_detached(self, local: Any) -> None:
         self._traces.connection_gone(local.connection)
+        self._remote.admin_gone(local.connection)
         self._stats.connection_closed(local.connection)
 
     async def session_resumed(self, local: Any, record: Any) -> None:
@@ -203,25 +221,33 @@ class AdminComponent(Service):
         gateways = sorted([self._gateway_id, *others])
         return {**page, "gateways": gateways, "missing": missing}
 
-    def trace(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
+    async def trace(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
         session_id = params["session_id"]
-        local = next(
-            (s for s in self._sessions.all_local() if s.session_id == session_id), None
-        )
-        if local is None:
-            raise NotFound("no session of that id is connected to this gateway")
-        self._traces.start(caller, local.connection, session_id)
-        return {
-            "session_id": session_id,
-            "rate": self._settings.trace_rate,
-            "max_frame_bytes": self._settings.trace_max_frame_bytes,
-        }
+        connection = self._local_connection(session_id)
+        if connection is not None:
+            self._traces.start(caller, connection, session_id)
+            return {"session_id": session_id, **self._bounds}
+        record = await self._session_store.load(session_id)
+        if (
+            record is None
+            or not record.attached
+            or record.gateway_id == self._gateway_id
+        ):
+            raise NotFound("no session of that id is connected to a gateway")
+        result = await self._remote.start(caller, record.gateway_id, session_id)
+        if self._sessions.by_connection_id(caller.connection_id) is None:
+            self._remote.admin_gone(caller)  # it left while its trace started
+        return result
 
     def untrace(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
-        trace = self._traces.stop(caller, params["session_id"])
-        if trace is None:
+        session_id = params["session_id"]
+        trace = self._traces.stop(caller, session_id)
+        if trace is not None:
+            return trace.counts()
+        following = self._remote.stop_following(caller, session_id)
+        if following is None:
             raise NotFound("this connection traces no session of that id")
-        return trace.counts()
+        return following.counts()
 
     async def presence(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
         question = {
@@ -264,12 +290,14 @@ class AdminComponent(Service):
     # -- answers, this gateway's own -------------------------------------------
 
     async def _per_gateway(self, what: str, params: dict[str, Any]) -> dict[str, Any]:
-        own = self._answer(what, params)
+        own = self._answer(what, params, self._gateway_id)
         others, missing = await self._cluster.ask(what, params)
         return {"gateways": {**others, self._gateway_id: own}, "missing": missing}
 
-    def _answer(self, what: str, params: dict[str, Any]) -> Any:
+    def _answer(self, what: str, params: dict[str, Any], asker: str) -> Any:
         """This gateway's answer to an admin question (its own or another's)."""
+        if what == "trace":
+            return self._remote.serve(asker, params)
         if what == "connections":
             return self._local_connections(params)
         if what == "presence":
@@ -290,6 +318,16 @@ class AdminComponent(Service):
             parse_cursor(question["cursor"]),
             question["limit"],
         )
+
+    def _told(self, sender: str, order: dict[str, Any]) -> None:
+        self._remote.told(sender, order)
+
+    def _local_connection(self, session_id: str) -> Any:
+        """The connection of a session attached to this gateway, if any."""
+        local = next(
+            (s for s in self._sessions.all_local() if s.session_id == session_id), None
+        )
+        return local.connection if local is not None else None
 
     async def _local_presence(self, question: dict[str, Any]) -> dict[str, Any]:
         players = sorted({local.player_id for local in self._sessions.all_local()})

@@ -5,7 +5,8 @@ shows its frames (:meth:`IConnection.watch`, keyed by the admin's
 connection id), and each frame shown reaches the admin as an
 ``admin.frame`` notification. A trace ends when the admin asks
 (``admin.untrace``) or when either connection goes; an admin whose traced
-session went is told with ``admin.trace_ended``.
+session went is told with ``admin.trace_ended``. The admin may be one of
+another gateway (:class:`.remote.RemoteAdmin`), told over the bus.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class Traces:
         )
         self._count += 1
         return trace
+
+    def admins(self) -> list[Any]:
+        """The admin connections that run traces here, each once."""
+        return [next(iter(t.values())).admin for t in self._by_admin.values()]
 
     def stop(self, admin: Any, session_id: str) -> Trace | None:
         """End ``admin``'s trace of ``session_id``, if it runs."""
