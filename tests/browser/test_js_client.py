@@ -89,7 +89,10 @@ def run_node(test_file: str, gateways: list[GatewayProcess]) -> None:
             timeout=NODE_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired as expired:
-        pytest.fail(f"node --test {test_file} ran over {NODE_TIMEOUT_S} s:\n{expired}")
+        pytest.fail(
+            f"node --test {test_file} ran over {NODE_TIMEOUT_S} s:\n"
+            f"{expired.stdout or ''}{expired.stderr or ''}"
+        )
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"node --test {test_file} failed:\n{output}"
     assert "# fail 0" in output, output
@@ -120,3 +123,27 @@ def test_core(gateways):
 def test_state(gateways):
     """The mirror, state.check verification, a forced desync, prediction."""
     run_node("state.test.mjs", [gateways("gw-state")])
+
+
+def redis_pair(gateways, redis_server) -> list[GatewayProcess]:
+    redis_server.flush()
+    backend = {
+        "backend": {"kind": "redis", "redis_url": redis_server.url},
+        "shutdown": {"reconnect_jitter_ms": 1500, "drain_timeout_s": 5},
+    }
+    return [gateways("gw-a", **backend), gateways("gw-b", **backend)]
+
+
+def test_sigkill_resumes_on_the_other_gateway(gateways, redis_server):
+    """Reliable events across a SIGKILL: resumed elsewhere, none lost or doubled."""
+    run_node("cluster.test.mjs", redis_pair(gateways, redis_server))
+
+
+def test_sigterm_advice_is_honoured(gateways, redis_server):
+    """A draining gateway's 1001 after_ms is waited for, then resumed elsewhere."""
+    run_node("drain.test.mjs", redis_pair(gateways, redis_server))
+
+
+def test_refused_resume_starts_fresh(gateways):
+    """Gateways that share nothing: -32003 on resume, a fresh session, re-subscribed."""
+    run_node("fresh.test.mjs", [gateways("gw-one"), gateways("gw-two")])

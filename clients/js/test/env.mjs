@@ -3,7 +3,16 @@
  * tests: the URLs of real gateways, tokens it minted, and each gateway's
  * URL and process id for the tests that stop one.
  */
+import { afterEach } from "node:test";
 import { Client } from "../rtgateway.js";
+
+const opened = [];
+
+// A test that fails half-way still closes its clients, or their timers
+// would keep node running until the Python side gives up.
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((c) => c.close()));
+});
 
 function json(name, fallback) {
   const value = process.env[name];
@@ -24,12 +33,14 @@ export const GATEWAYS = json("RTGW_GATEWAYS", {});
 /** A client for `player` with fast reconnects; `options` override. */
 export function client(player, options = {}) {
   if (!(player in TOKENS)) throw new Error(`no token minted for ${player}`);
-  return new Client({
+  const made = new Client({
     url: URLS[0],
     token: () => TOKENS[player],
     reconnect: { initialMs: 50, maxMs: 500 },
     ...options,
   });
+  opened.push(made);
+  return made;
 }
 
 /** Poll `predicate` every 10 ms until true; fail after `timeoutMs`. */
