@@ -257,3 +257,88 @@ def test_zone_shows_the_entities_of_a_player_on_the_other_gateway(two_gateways):
     finally:
         erin.close()
         admin.close()
+
+
+def traced_row(admin: Peer, player: str, traced: bool) -> dict:
+    """The player's row once its ``traced`` flag is ``traced``."""
+    result = polled(
+        lambda: admin.call("admin.connections", {"filter": player})["result"],
+        lambda result: [r["traced"] for r in result["connections"]] == [traced],
+    )
+    (row,) = result["connections"]
+    return row
+
+
+def test_trace_across_gateways_live_then_untraced(two_gateways):
+    """An admin on gw1 traces a player of gw2: frames live, untrace, then none."""
+    first, second = two_gateways
+    player = Peer(second.url, "frank")
+    admin = Peer(first.url, "root", roles=["admin"])
+    try:
+        answered_by_both(admin, "admin.connections")
+        session_id = player.welcome["session_id"]
+        assert admin.call("admin.trace", {"session_id": session_id})["result"]
+        player.call("sys.ping")
+        player.call("session.refresh", {"token": player.token})
+        shown = admin.wait_for("admin.frame", 4)
+        assert [(f["direction"], f["method"]) for f in shown] == [
+            ("in", "sys.ping"),
+            ("out", None),
+            ("in", "session.refresh"),
+            ("out", None),
+        ]
+        assert shown[2]["frame"]["params"] == {"token": "[redacted]"}
+        assert player.token not in json.dumps(admin.received)
+        counts = admin.call("admin.untrace", {"session_id": session_id})["result"]
+        assert counts == {"session_id": session_id, "shown": 4, "dropped": 0}
+        assert traced_row(admin, "frank", False)["gateway_id"] == "gw2"
+    finally:
+        player.close()
+        admin.close()
+
+
+def test_trace_across_gateways_ends_with_the_player_or_the_admin(two_gateways):
+    """The player leaving gw2 ends the trace; an admin leaving gw1 ends its own."""
+    first, second = two_gateways
+    player = Peer(second.url, "gina")
+    other = Peer(second.url, "hank")
+    admin = Peer(first.url, "root", roles=["admin"])
+    watcher = Peer(first.url, "root2", roles=["admin"])
+    try:
+        answered_by_both(admin, "admin.connections")
+        session_id = player.welcome["session_id"]
+        admin.call("admin.trace", {"session_id": session_id})
+        player.call("sys.ping")
+        player.close()
+        (ended,) = admin.wait_for("admin.trace_ended")
+        assert ended == {
+            "session_id": session_id,
+            "shown": 2,
+            "dropped": 0,
+            "reason": "disconnected",
+        }
+        admin.call("admin.trace", {"session_id": other.welcome["session_id"]})
+        traced_row(watcher, "hank", True)
+        admin.close()
+        traced_row(watcher, "hank", False)
+    finally:
+        for peer in (player, other, admin, watcher):
+            peer.close()
+
+
+def test_trace_ends_when_the_owning_gateway_dies(two_gateways):
+    """gw2 SIGKILLed: the admin on gw1 is told gateway_lost within 3 timeouts."""
+    first, second = two_gateways
+    player = Peer(second.url, "ivan")
+    admin = Peer(first.url, "root", roles=["admin"])
+    try:
+        answered_by_both(admin, "admin.connections")
+        admin.call("admin.trace", {"session_id": player.welcome["session_id"]})
+        second.kill()
+        started = time.monotonic()
+        (ended,) = admin.wait_for("admin.trace_ended", timeout=10)
+        assert ended["reason"] == "gateway_lost"
+        assert 2 <= time.monotonic() - started <= 6
+    finally:
+        player.close()
+        admin.close()
