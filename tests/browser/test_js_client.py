@@ -147,3 +147,8 @@ def test_sigterm_advice_is_honoured(gateways, redis_server):
 def test_refused_resume_starts_fresh(gateways):
     """Gateways that share nothing: -32003 on resume, a fresh session, re-subscribed."""
     run_node("fresh.test.mjs", [gateways("gw-one"), gateways("gw-two")])
+
+
+def test_cbor_with_cbor_x(gateways):
+    """rtgw.v1.cbor binary frames with cbor-x: calls, events, state checks."""
+    run_node("cbor.test.mjs", [gateways("gw-cbor")])
