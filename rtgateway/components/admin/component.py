@@ -46,15 +46,6 @@ from rtgateway.metrics import GatewayMetrics, StateMetrics
 from rtgateway.wire.errors import InvalidParams, NotFound
 
 ADMIN = ["admin"]
-METHODS = (
-    "admin.connections",
-    "admin.trace",
-    "admin.untrace",
-    "admin.zones",
-    "admin.stats",
-    "admin.presence",
-    "admin.zone",
-)
 
 
 class AdminComponent(Service):
@@ -126,76 +117,84 @@ class AdminComponent(Service):
 
     def startService(self) -> None:
         super().startService()
-        settings = self._settings
-        register = self._router.register
-        register(
-            "admin.connections",
-            self.connections,
-            params=connections_params(settings.connections_page_max),
-            result=CONNECTIONS_RESULT,
-            roles=ADMIN,
-            summary="The cluster's connections, filtered and paged (no tokens).",
-        )
-        register(
-            "admin.trace",
-            self.trace,
-            params=SESSION_PARAMS,
-            result=TRACE_RESULT,
-            roles=ADMIN,
-            summary="Follow a session's frames in and out, as admin.frame pushes.",
-        )
-        register(
-            "admin.untrace",
-            self.untrace,
-            params=SESSION_PARAMS,
-            result=UNTRACE_RESULT,
-            roles=ADMIN,
-            summary="Stop a trace; how many frames it showed and dropped.",
-        )
-        register(
-            "admin.zones",
-            self.zones,
-            result=PER_GATEWAY_RESULT,
-            roles=ADMIN,
-            summary="Each gateway's zones: entities, clients, tick p99, overruns.",
-        )
-        register(
-            "admin.stats",
-            self.stats,
-            params=stats_params(settings.stats_samples),
-            result=PER_GATEWAY_RESULT,
-            roles=ADMIN,
-            summary="Each gateway's messages/s, p99 call latency, connections, "
-            "reconnects and resumes, sampled over the last minutes.",
-        )
-        register(
-            "admin.presence",
-            self.presence,
-            params=presence_params(settings.connections_page_max),
-            result=PRESENCE_RESULT,
-            roles=ADMIN,
-            summary="The cluster's players by status, and its zones with their "
-            "players, paged.",
-        )
-        register(
-            "admin.zone",
-            self.zone,
-            params=ZONE_PARAMS,
-            result=ZONE_RESULT,
-            roles=ADMIN,
-            summary="A zone's entities with their versions and fields, as the "
-            "state store holds them.",
-        )
+        for name, handler, params, result, summary in self._methods():
+            self._router.register(
+                name,
+                handler,
+                params=params,
+                result=result,
+                roles=ADMIN,
+                summary=summary,
+            )
         self._stats.start()
         self._cluster.start()
 
     def stopService(self) -> None:
-        for name in METHODS:
+        for name, *_ in self._methods():
             self._router.unregister(name)
         self._cluster.stop()
         self._remote.stop()
         self._stats.stop()
         super().stopService()
+
+    def _methods(self) -> list[tuple[str, Any, Any, Any, str]]:
+        """Each method: its name, handler, params and result schemas, summary."""
+        settings = self._settings
+        page_max = settings.connections_page_max
+        return [
+            (
+                "admin.connections",
+                self.connections,
+                connections_params(page_max),
+                CONNECTIONS_RESULT,
+                "The cluster's connections, filtered and paged (no tokens).",
+            ),
+            (
+                "admin.trace",
+                self.trace,
+                SESSION_PARAMS,
+                TRACE_RESULT,
+                "Follow a session's frames in and out, as admin.frame pushes.",
+            ),
+            (
+                "admin.untrace",
+                self.untrace,
+                SESSION_PARAMS,
+                UNTRACE_RESULT,
+                "Stop a trace; how many frames it showed and dropped.",
+            ),
+            (
+                "admin.zones",
+                self.zones,
+                None,
+                PER_GATEWAY_RESULT,
+                "Each gateway's zones: entities, clients, tick p99, overruns.",
+            ),
+            (
+                "admin.stats",
+                self.stats,
+                stats_params(settings.stats_samples),
+                PER_GATEWAY_RESULT,
+                "Each gateway's messages/s, p99 call latency, connections, "
+                "reconnects and resumes, sampled over the last minutes.",
+            ),
+            (
+                "admin.presence",
+                self.presence,
+                presence_params(page_max),
+                PRESENCE_RESULT,
+                "The cluster's players by status, and its zones with their "
+                "players, paged.",
+            ),
+            (
+                "admin.zone",
+                self.zone,
+                ZONE_PARAMS,
+                ZONE_RESULT,
+                "A zone's entities with their versions and fields, as the "
+                "state store holds them.",
+            ),
+        ]
 
     # -- session listener ----------------------------------------------------
 
