@@ -100,8 +100,14 @@ def run_node(test_file: str, gateways: list[GatewayProcess]) -> None:
 
 
 @pytest.fixture
-def gateways(tmp_path):
-    """Starts gateways from SETTINGS plus overrides; stops them afterwards."""
+def js_gateways(tmp_path):
+    """Starts gateways from SETTINGS plus overrides; stops them afterwards.
+
+    Not the directory's ``gateways`` fixture: these tests need zones and
+    topics of their own (a check interval, max_speed, reliable history),
+    not the development configuration the pages use. A gateway's log must
+    hold no traceback.
+    """
     started: list[GatewayProcess] = []
 
     def start(name: str, **overrides) -> GatewayProcess:
@@ -113,42 +119,44 @@ def gateways(tmp_path):
     yield start
     for process in started:
         process.stop()
+    for process in started:
+        assert "Traceback" not in process.log(), process.log()
 
 
-def test_core(gateways):
+def test_core(js_gateways):
     """Connect, calls and typed errors, handler isolation, the queue, stats."""
-    run_node("core.test.mjs", [gateways("gw-core")])
+    run_node("core.test.mjs", [js_gateways("gw-core")])
 
 
-def test_state(gateways):
+def test_state(js_gateways):
     """The mirror, state.check verification, a forced desync, prediction."""
-    run_node("state.test.mjs", [gateways("gw-state")])
+    run_node("state.test.mjs", [js_gateways("gw-state")])
 
 
-def redis_pair(gateways, redis_server) -> list[GatewayProcess]:
+def redis_pair(js_gateways, redis_server) -> list[GatewayProcess]:
     redis_server.flush()
     backend = {
         "backend": {"kind": "redis", "redis_url": redis_server.url},
         "shutdown": {"reconnect_jitter_ms": 1500, "drain_timeout_s": 5},
     }
-    return [gateways("gw-a", **backend), gateways("gw-b", **backend)]
+    return [js_gateways("gw-a", **backend), js_gateways("gw-b", **backend)]
 
 
-def test_sigkill_resumes_on_the_other_gateway(gateways, redis_server):
+def test_sigkill_resumes_on_the_other_gateway(js_gateways, redis_server):
     """Reliable events across a SIGKILL: resumed elsewhere, none lost or doubled."""
-    run_node("cluster.test.mjs", redis_pair(gateways, redis_server))
+    run_node("cluster.test.mjs", redis_pair(js_gateways, redis_server))
 
 
-def test_sigterm_advice_is_honoured(gateways, redis_server):
+def test_sigterm_advice_is_honoured(js_gateways, redis_server):
     """A draining gateway's 1001 after_ms is waited for, then resumed elsewhere."""
-    run_node("drain.test.mjs", redis_pair(gateways, redis_server))
+    run_node("drain.test.mjs", redis_pair(js_gateways, redis_server))
 
 
-def test_refused_resume_starts_fresh(gateways):
+def test_refused_resume_starts_fresh(js_gateways):
     """Gateways that share nothing: -32003 on resume, a fresh session, re-subscribed."""
-    run_node("fresh.test.mjs", [gateways("gw-one"), gateways("gw-two")])
+    run_node("fresh.test.mjs", [js_gateways("gw-one"), js_gateways("gw-two")])
 
 
-def test_cbor_with_cbor_x(gateways):
+def test_cbor_with_cbor_x(js_gateways):
     """rtgw.v1.cbor binary frames with cbor-x: calls, events, state checks."""
-    run_node("cbor.test.mjs", [gateways("gw-cbor")])
+    run_node("cbor.test.mjs", [js_gateways("gw-cbor")])
