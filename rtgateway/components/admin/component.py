@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 
 from rtgateway.components.admin.census import (
     RECORDS_PER_READ,
@@ -214,11 +214,7 @@ class AdminComponent(Service):
             "cursor": params.get("cursor"),
             "limit": params.get("limit", self._settings.connections_page_size),
         }
-        own = self._local_connections(question)
-        others, missing = await self._cluster.ask("connections", question)
-        page = merge_pages([own, *others.values()], question["limit"])
-        gateways = sorted([self._gateway_id, *others])
-        return {**page, "gateways": gateways, "missing": missing}
+        return await self._cluster_page("connections", question, merge_pages)
 
     async def trace(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
         session_id = params["session_id"]
@@ -253,11 +249,7 @@ class AdminComponent(Service):
             "cursor": params.get("cursor"),
             "limit": params.get("limit", self._settings.connections_page_size),
         }
-        own = await self._local_presence(question)
-        others, missing = await self._cluster.ask("presence", question)
-        page = merge_census([own, *others.values()], question["limit"])
-        gateways = sorted([self._gateway_id, *others])
-        return {**page, "gateways": gateways, "missing": missing}
+        return await self._cluster_page("presence", question, merge_census)
 
     async def zones(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:
         return await self._per_gateway("zones", {})
@@ -287,6 +279,16 @@ class AdminComponent(Service):
         return await self._per_gateway("stats", {"last": params.get("last")})
 
     # -- answers, this gateway's own -------------------------------------------
+
+    async def _cluster_page(
+        self, what: str, question: dict[str, Any], merge: Callable[..., Any]
+    ) -> dict[str, Any]:
+        """One page of the cluster: this gateway's and the others', merged."""
+        own = await maybeDeferred(self._answer, what, question, self._gateway_id)
+        others, missing = await self._cluster.ask(what, question)
+        page = merge([own, *others.values()], question["limit"])
+        gateways = sorted([self._gateway_id, *others])
+        return {**page, "gateways": gateways, "missing": missing}
 
     async def _per_gateway(self, what: str, params: dict[str, Any]) -> dict[str, Any]:
         own = self._answer(what, params, self._gateway_id)
