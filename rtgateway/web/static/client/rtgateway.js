@@ -649,11 +649,14 @@ export class Client {
 
   handlerFailed(event, error) {
     this.counters.handlerErrors++;
-    if (event !== "error" && this.handlers.get("error")?.length) {
-      this.emit("error", { error, event });
-    } else {
-      console.error(`rtgateway: a handler for ${event} failed`, error);
-    }
+    if (event === "error") console.error("rtgateway: an error handler failed", error);
+    else this.reportError(error, event);
+  }
+
+  /** On "error" when anyone listens, else on the console: never silently lost. */
+  reportError(error, event) {
+    if (this.handlers.get("error")?.length) this.emit("error", { error, event });
+    else console.error(`rtgateway: ${event}:`, error);
   }
 
   status(state, extra = {}) {
@@ -883,7 +886,7 @@ export class Client {
       token = typeof this.options.token === "function" ? await this.options.token() : this.options.token;
     } catch (error) {
       if (connection !== this.connection) return;
-      this.emit("error", { error, event: "connect" });
+      this.reportError(error, "connect");
       this.failedToOpen(`could not connect: ${error}`);
       return;
     }
@@ -1171,7 +1174,7 @@ export class Client {
     try {
       document = this.codec.decode(typeof data === "string" ? data : new Uint8Array(data));
     } catch (error) {
-      this.emit("error", { error, event: "decode" });
+      this.reportError(error, "decode");
       return;
     }
     for (const message of Array.isArray(document) ? document : [document]) {
@@ -1222,7 +1225,7 @@ export class Client {
       const token = typeof this.options.token === "function" ? await this.options.token() : this.options.token;
       await this.call("session.refresh", { token }, { priority: HIGH });
     } catch (error) {
-      this.emit("error", { error, event: "session.refresh" });
+      this.reportError(error, "session.refresh");
     }
   }
 
@@ -1286,7 +1289,7 @@ export class Client {
           this.emit("desync", { tick: params.tick, expected: params.hash, actual: hash });
           this.askSync();
         },
-        (error) => this.emit("error", { error, event: "state.check" }),
+        (error) => this.reportError(error, "state.check"),
       );
     }
   }
