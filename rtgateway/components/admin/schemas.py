@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-SESSION_PARAMS = {
-    "type": "object",
-    "properties": {"session_id": {"type": "string", "minLength": 1, "maxLength": 64}},
-    "required": ["session_id"],
-    "additionalProperties": False,
-}
+
+def one_param(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """Params of one required member, nothing else."""
+    return {
+        "type": "object",
+        "properties": {name: schema},
+        "required": [name],
+        "additionalProperties": False,
+    }
+
+
+SESSION_PARAMS = one_param(
+    "session_id", {"type": "string", "minLength": 1, "maxLength": 64}
+)
 TRACE_RESULT = {
     "type": "object",
     "properties": {
@@ -41,12 +49,7 @@ CONNECTIONS_RESULT = {
     },
     "required": ["count", "connections", "cursor", "gateways", "missing"],
 }
-ZONE_PARAMS = {
-    "type": "object",
-    "properties": {"zone": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}},
-    "required": ["zone"],
-    "additionalProperties": False,
-}
+ZONE_PARAMS = one_param("zone", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"})
 ZONE_RESULT = {
     "type": "object",
     "properties": {
