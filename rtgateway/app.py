@@ -47,6 +47,7 @@ from rtgateway.routing.events import EventRegistry
 from rtgateway.routing.router import Router
 from rtgateway.routing.topics import TopicPolicy
 from rtgateway.web.health import HealthResource, MetricsResource, ReadyResource
+from rtgateway.web.pages import page_endpoints
 from rtgateway.web.site import build_site
 
 #: The garbage collector's thresholds in a gateway process: Python's own,
@@ -206,7 +207,8 @@ class Gateway(MultiService):
             reactor=reactor,
             ready=self.backends.ready,
         )
-        endpoints = {
+        endpoints: dict[bytes, Any] = {
+            **page_endpoints(config, authenticator, reactor),
             b"healthz": HealthResource(
                 config.gateway.id, lambda: len(self.factory.connections)
             ),

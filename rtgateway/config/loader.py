@@ -283,6 +283,24 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DebugConfig:
+    """The browser pages served under the gateway's port.
+
+    The inspector at ``/debug/`` shows data only to admin tokens, so it is on
+    by default. The demo at ``/demo/`` comes with ``POST /demo/token``, which
+    mints a player token for anyone who asks: it is off by default and must
+    never be on where strangers reach the gateway. Its tokens live
+    ``demo_token_ttl_s`` seconds (the page asks for a new one on every
+    reconnect) and put players in ``demo_zone``.
+    """
+
+    inspector: bool = True
+    demo: bool = False
+    demo_zone: str | None = None
+    demo_token_ttl_s: float = key(900.0, positive)
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     """Text for people at a terminal, JSON for log shippers."""
 
@@ -320,6 +338,7 @@ class Config:
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     procedures: ProceduresConfig = field(default_factory=ProceduresConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
@@ -419,9 +438,26 @@ def parse_config(
         sections["topics"] = parse_topics(data.get("topics", {}))
         sections["events"] = parse_events(data.get("events", {}), base_dir)
         sections["zones"] = parse_zones(data.get("zones", {}))
+        _check_demo(sections["debug"], sections["auth"], sections["zones"])
     except Invalid as error:
         raise ConfigError(source, error.key, error.problem) from None
     return Config(source=source, **sections)
+
+
+def _check_demo(debug: DebugConfig, auth: AuthConfig, zones: Mapping[str, Any]) -> None:
+    """The demo mints its tokens with the HS* secret and puts them in a zone."""
+    if not debug.demo:
+        return
+    if debug.demo_zone not in zones:
+        raise Invalid(
+            "debug.demo_zone",
+            "the demo needs one of the configured [zones]"
+            + suggest(debug.demo_zone or "", zones),
+        )
+    if auth.secret is None or not any(a in _HMAC_MIN_BYTES for a in auth.algorithms):
+        raise Invalid(
+            "debug.demo", "the demo mints its tokens with an HS* algorithm and secret"
+        )
 
 
 # -- procedures: the one table inside a fixed section
