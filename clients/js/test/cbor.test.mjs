@@ -38,6 +38,7 @@ test("CBOR: calls, typed errors, reliable events and state checks", async () => 
   await gina.connect();
   await frank.join("arena", { x: 1.5, y: 2.25, name: "frank" });
   await gina.join("arena", { x: 3, y: 4, name: "gina" });
+  await sleep(300); // the move allowance grows at max_speed from the join on
   for (let n = 1; n <= 10; n++) {
     frank.update({ x: 1.5 + n * 0.1, y: 2.25 });
     await sleep(30);

@@ -20,6 +20,9 @@ test("the mirror follows snapshot and deltas, equal to the server, every check p
   assert.equal(ivy.entity, "player.ivy");
   await jack.join("arena", { x: 5, y: 5, name: "jack" });
   await until(() => jack.mirror.has("player.ivy") && ivy.mirror.has("player.jack"), "both entities in both mirrors");
+  // The move allowance grows at max_speed from the join on: let it fill.
+  await sleep(300);
+  assert.equal(ivy.stats().corrections, 0);
 
   // Moves within max_speed (20 per second): 0.3 every 30 ms is 10 per second;
   // an unquantized value is stored and sent rounded to the quantum 0.01.
@@ -71,6 +74,8 @@ test("prediction applies inputs at once; a move faster than max_speed is correct
   await hank.connect();
   await hank.join("arena", { x: 0, y: 0, name: "hank" });
   await until(() => hank.mirror.has("player.hank"), "own entity in the snapshot");
+  // The move allowance grows at max_speed from the join on: let it fill.
+  await sleep(300);
   const move = (fields, command) => ({ ...fields, x: Math.round((fields.x + command.dx) * 100) / 100 });
   hank.predictWith(move);
   for (let n = 0; n < 10; n++) {
