@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from admin_kit import frames, open_admin, welcome
 from twisted.internet.task import Clock
 
 from rtgateway.backends.memory import MemoryHub
@@ -31,10 +32,6 @@ def cluster():
     yield hub, gateways
     for gateway in gateways:
         gateway.stop()
-
-
-def open_admin(gateway):
-    return gateway.open("root", token=gateway.token("root", roles=["admin"]))
 
 
 def deafen(hub, gateway):
@@ -179,11 +176,7 @@ def test_zone_holds_the_entities_of_every_gateway(cluster):
 
 
 def session_of(client):
-    return client.notifications("session.welcome")[0]["params"]["session_id"]
-
-
-def frames(admin):
-    return [m["params"] for m in admin.notifications("admin.frame")]
+    return welcome(client)["session_id"]
 
 
 def traced_connection(gateway, session_id):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from admin_kit import frames, open_admin, welcome
 
 from rtgateway.testing import MemoryGateway, make_config
 
@@ -30,22 +31,6 @@ def gateway():
     )
     yield gateway
     gateway.stop()
-
-
-def open_admin(gateway, sub="root"):
-    return gateway.open(sub, token=gateway.token(sub, roles=["admin"]))
-
-
-def welcome(client):
-    return client.notifications("session.welcome")[0]["params"]
-
-
-def frames(admin, session_id=None):
-    return [
-        m["params"]
-        for m in admin.notifications("admin.frame")
-        if session_id is None or m["params"]["session_id"] == session_id
-    ]
 
 
 @pytest.mark.parametrize(
