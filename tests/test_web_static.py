@@ -27,6 +27,7 @@ ARENA = {
     "position": ["x", "y"],
     "fields": {"x": {"type": "number"}, "y": {"type": "number"}},
 }
+HTML = "text/html; charset=utf-8"
 DEMO = {"debug": {"demo": True, "demo_zone": "arena"}, "zones": {"arena": ARENA}}
 
 
@@ -44,12 +45,12 @@ class Response:
         return orjson.loads(self.body)
 
 
-def request(gateway, method, path, headers=None, body=b""):
+def request(gateway, method, path, headers=None, body=b"", host="127.0.0.1:8080"):
     """One request on a fresh connection; the whole response."""
     channel = gateway.gateway.site.buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1:8080", "Connection: close"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
     for name, value in (headers or {}).items():
         lines.append(f"{name}: {value}")
     if body:
@@ -82,12 +83,20 @@ def assert_page_headers(response):
     assert response.headers["referrer-policy"] == "no-referrer"
 
 
+def assert_served(response, directory, name, content_type, cache_control):
+    """The file itself, with its type, caching and the page headers."""
+    assert response.status == 200
+    assert response.body == STATIC.joinpath(directory, name).read_bytes()
+    assert response.headers["content-type"] == content_type
+    assert response.headers["cache-control"] == cache_control
+    assert_page_headers(response)
+
+
 def test_client_module_is_served_as_javascript_with_an_etag(gateway):
     response = request(gateway, "GET", "/client/rtgateway.js")
-    assert response.status == 200
-    assert response.body == STATIC.joinpath("client", "rtgateway.js").read_bytes()
-    assert response.headers["content-type"] == "text/javascript; charset=utf-8"
-    assert response.headers["cache-control"] == "no-cache"
+    assert_served(
+        response, "client", "rtgateway.js", "text/javascript; charset=utf-8", "no-cache"
+    )
     assert re.fullmatch(r'"[0-9a-f]{32}"', response.headers["etag"])
     assert_page_headers(response)
 
@@ -152,11 +161,7 @@ def test_directory_without_slash_redirects_under_it(gateway):
 
 def test_inspector_page_without_token_is_served(gateway):
     response = request(gateway, "GET", "/debug/")
-    assert response.status == 200
-    assert response.body == STATIC.joinpath("debug", "index.html").read_bytes()
-    assert response.headers["content-type"] == "text/html; charset=utf-8"
-    assert response.headers["cache-control"] == "no-store"
-    assert_page_headers(response)
+    assert_served(response, "debug", "index.html", HTML, "no-store")
 
 
 def test_inspector_page_is_refused_to_a_bad_token(gateway):
@@ -197,10 +202,9 @@ def test_demo_is_off_by_default(gateway):
 
 
 def test_demo_page_and_its_files(demo):
-    response = request(demo, "GET", "/demo/")
-    assert response.status == 200
-    assert response.body == STATIC.joinpath("demo", "index.html").read_bytes()
-    assert_page_headers(response)
+    assert_served(
+        request(demo, "GET", "/demo/"), "demo", "index.html", HTML, "no-store"
+    )
     for name in ("demo.js", "demo.css"):
         assert request(demo, "GET", f"/demo/{name}").status == 200
 
@@ -263,13 +267,8 @@ def test_demo_needs_a_zone_and_an_hmac_secret():
 
 
 def test_policy_names_no_host_it_cannot_trust(gateway):
-    channel = gateway.gateway.site.buildProtocol(None)
-    transport = StringTransport()
-    channel.makeConnection(transport)
-    channel.dataReceived(
-        b"GET /client/rtgateway.js HTTP/1.1\r\nHost: x; script-src *\r\n\r\n"
-    )
-    policy = Response(transport.value()).headers["content-security-policy"]
+    response = request(gateway, "GET", "/client/rtgateway.js", host="x; script-src *")
+    policy = response.headers["content-security-policy"]
     assert "connect-src 'self';" in policy and "*" not in policy
 
 

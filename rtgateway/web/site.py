@@ -12,7 +12,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
-from twisted.web.resource import NoResource, Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 
@@ -115,7 +116,7 @@ def build_site(
     a WebSocket (see :class:`GatewayChannel`); it is also twisted.web's
     idle timeout between the requests of a kept-alive connection.
     """
-    root = Resource()
+    root: Resource = _Endpoints()
     for name, resource in endpoints.items():
         root.putChild(name, resource)
     segments = [s.encode() for s in ws_path.strip("/").split("/") if s]
@@ -133,6 +134,17 @@ def build_site(
     return GatewaySite(root, timeout=timeout, reactor=clock)
 
 
+def _not_found() -> Any:
+    return notFound("Not found", "No such resource.")
+
+
+class _Endpoints(Resource):
+    """The named endpoints; any other path is a plain 404."""
+
+    def getChild(self, path: bytes, request: Any) -> Any:
+        return _not_found()
+
+
 class _RootWebSocket(Resource):
     """Serves the WebSocket at ``/`` while keeping the named endpoints."""
 
@@ -144,7 +156,7 @@ class _RootWebSocket(Resource):
     def getChild(self, path: bytes, request: Any) -> Any:
         if path == b"":
             return self._ws
-        return self._named.children.get(path, NoResource())
+        return self._named.children.get(path) or _not_found()
 
     def render(self, request: Any) -> Any:
         return self._ws.render(request)
