@@ -124,7 +124,7 @@ def test_lists_the_connected_players(gateways, pages, players, admin_token):
 
 
 def test_traces_a_session_live(gateways, pages, players, admin_token, screenshot):
-    """Frames appear live; pause, the method filter, export and untrace work."""
+    """Frames appear live; pause, the filter, export, untrace and trace_ended work."""
     gateway = gateways("gw-trace")
     alice, bob = players(gateway, "alice"), players(gateway, "bob")
     alice.join(20, 30, RED)
@@ -203,6 +203,13 @@ def test_traces_a_session_live(gateways, pages, players, admin_token, screenshot
         timeout=WAIT_MS,
     )
     assert frame_rows(page).count() == after
+
+    # A traced player that goes ends the trace, and the page says why.
+    row(page, bob).locator("button.trace").click()
+    expect(status).to_have_attribute("data-state", "tracing")
+    bob.ws.close()
+    expect(status).to_have_attribute("data-state", "ended", timeout=WAIT_MS)
+    expect(status).to_contain_text("disconnected")
 
 
 #: The colour at (x, y) of the zone map: [r, g, b, a].

@@ -35,7 +35,7 @@ const CHARTS = [
   { id: "chart-connections", title: "connections", lines: [{ key: "connections", label: "open", color: COLORS.connections }] },
   {
     id: "chart-resumes",
-    title: "reconnects and resumes",
+    title: "resume calls",
     lines: [
       { key: "reconnects", label: "reconnects", color: COLORS.reconnects },
       { key: "resumes", label: "resumes", color: COLORS.resumes },
@@ -117,7 +117,7 @@ export class ChartsView {
   }
 }
 
-/** One chart: grid, y scale from 0 to a round maximum, a polyline per line, the legend. */
+/** One chart: grid, y scale from 0 in four round steps, a polyline per line, the legend. */
 function drawChart(canvas, chart, samples, start, end) {
   const { context: g, width, height } = fitCanvas(canvas);
   const left = 34;
@@ -129,7 +129,7 @@ function drawChart(canvas, chart, samples, start, end) {
 
   let max = 0;
   for (const sample of samples) for (const line of chart.lines) max = Math.max(max, sample[line.key] ?? 0);
-  const yMax = niceCeiling(max);
+  const yMax = 4 * niceStep(max / 4);
   const x = (t) => left + ((t - start) / (end - start)) * (right - left);
   const y = (v) => bottom - (v / yMax) * (bottom - top);
 
@@ -145,7 +145,7 @@ function drawChart(canvas, chart, samples, start, end) {
     const py = Math.round(y(v)) + 0.5;
     g.moveTo(left, py);
     g.lineTo(right, py);
-    g.fillText(compact(v), left - 4, py);
+    g.fillText(tickLabel(v), left - 4, py);
   }
   g.textAlign = "center";
   g.textBaseline = "alphabetic";
@@ -153,7 +153,7 @@ function drawChart(canvas, chart, samples, start, end) {
     const px = Math.round(x(end - minute * 60_000)) + 0.5;
     g.moveTo(px, top);
     g.lineTo(px, bottom);
-    g.fillText(minute ? `-${minute}m` : "now", Math.min(px, right - 10), height - 3);
+    if (px > left + 12) g.fillText(minute ? `-${minute}m` : "now", Math.min(px, right - 10), height - 3);
   }
   g.stroke();
 
@@ -189,10 +189,15 @@ function drawChart(canvas, chart, samples, start, end) {
   }
 }
 
-/** The smallest 1, 2 or 5 times a power of ten at or above `value` (1 at least). */
-function niceCeiling(value) {
-  if (!(value > 1)) return 1;
+/** The smallest 1, 2 or 5 times a power of ten at or above `value` (0.25 for nothing). */
+function niceStep(value) {
+  if (!(value > 0)) return 0.25;
   const power = 10 ** Math.floor(Math.log10(value));
-  for (const step of [1, 2, 5, 10]) if (step * power >= value) return step * power;
+  for (const step of [1, 2, 5]) if (step * power >= value) return step * power;
   return 10 * power;
+}
+
+/** A tick's label: 0.25, 1.5, 40, 12k. */
+function tickLabel(value) {
+  return value < 1000 ? String(Number(value.toFixed(2))) : compact(value);
 }

@@ -20,6 +20,8 @@ const MAP_MS = 200;
 const DOT_RADIUS = 5;
 /** CSS pixels kept free around the plotted extent, for the dots and labels. */
 const MARGIN = 18;
+/** The extent's share added on each side, so no dot sits on the edge. */
+const PADDING = 0.1;
 const BACKGROUND = "#0b0e12";
 const HEX_COLOR = /^#[0-9A-Fa-f]{3,8}$/;
 
@@ -139,8 +141,8 @@ export class ZonesView {
     }
     // One scale for both axes, so distances look as they are; y grows downwards.
     const e = this.extent;
-    const spanX = Math.max(e.maxX - e.minX, 1);
-    const spanY = Math.max(e.maxY - e.minY, 1);
+    const spanX = Math.max(e.maxX - e.minX, 1) * (1 + 2 * PADDING);
+    const spanY = Math.max(e.maxY - e.minY, 1) * (1 + 2 * PADDING);
     const scale = Math.min((width - 2 * MARGIN) / spanX, (height - 2 * MARGIN) / spanY);
     const centerX = (e.minX + e.maxX) / 2;
     const centerY = (e.minY + e.maxY) / 2;
