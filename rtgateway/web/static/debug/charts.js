@@ -14,7 +14,7 @@
  * @module charts
  */
 
-import { compact, describe, every, fitCanvas, setText } from "./dom.js";
+import { compact, describe, every, fitCanvas, serverNow, setText } from "./dom.js";
 
 const REFRESH_MS = 1000;
 /** Samples asked for on each refresh after the first (which takes them all). */
@@ -77,7 +77,7 @@ export class ChartsView {
       }
       for (const sample of samples) gateway.samples.set(sample.time_ms, sample);
     }
-    const now = Date.now();
+    const now = serverNow();
     for (const gateway of this.gateways.values()) {
       for (const time of gateway.samples.keys()) if (time < now - this.windowMs) gateway.samples.delete(time);
     }
@@ -112,7 +112,7 @@ export class ChartsView {
 
   draw() {
     const samples = this.merged();
-    const end = Date.now();
+    const end = serverNow();
     for (const chart of CHARTS) drawChart(document.getElementById(chart.id), chart, samples, end - this.windowMs, end);
   }
 }

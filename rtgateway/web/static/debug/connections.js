@@ -6,7 +6,7 @@
  * @module connections
  */
 
-import { age, compact, describe, el, every, ms, setText } from "./dom.js";
+import { age, compact, describe, el, every, ms, serverNow, setText } from "./dom.js";
 
 /** Rows per admin.connections call, and pages read per refresh (1000 rows at most). */
 const PAGE_SIZE = 200;
@@ -80,7 +80,7 @@ export class ConnectionsView {
   }
 
   render(connections) {
-    const now = Date.now();
+    const now = serverNow();
     const seen = new Set();
     let previous = null;
     for (const data of connections) {

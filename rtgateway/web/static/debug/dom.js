@@ -48,8 +48,21 @@ export function ms(value) {
   return value == null ? "–" : `${value < 10 ? value.toFixed(1) : Math.round(value)} ms`;
 }
 
-/** How long ago `sinceMs` was: "42s", "3m05s", "2h10m". */
-export function age(sinceMs, now = Date.now()) {
+/** The gateway's clock minus this browser's, from session.welcome's server_time_ms. */
+let clockOffsetMs = 0;
+
+/** Set the offset when the gateway tells its time. */
+export function setServerTime(serverTimeMs) {
+  clockOffsetMs = serverTimeMs - Date.now();
+}
+
+/** Now on the gateway's clock, which stamps every time admin.* reports. */
+export function serverNow() {
+  return Date.now() + clockOffsetMs;
+}
+
+/** How long ago `sinceMs` (a gateway time) was: "42s", "3m05s", "2h10m". */
+export function age(sinceMs, now = serverNow()) {
   const s = Math.max(0, Math.floor((now - sinceMs) / 1000));
   if (s < 60) return `${s}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;

@@ -47,14 +47,24 @@ export class EventsView {
       const row = event.target.closest("tr.frame");
       if (row) this.toggleDetail(row);
     });
+    this.body.addEventListener("keydown", (event) => {
+      const row = event.target.closest("tr.frame");
+      if (row && (event.key === "Enter" || event.key === " ")) {
+        event.preventDefault();
+        this.toggleDetail(row);
+      }
+    });
   }
 
-  /** Trace the session of a connection row (one trace at a time). */
-  async trace(connection) {
+  /**
+   * Trace the session of a connection row (one trace at a time); `fresh`
+   * false keeps the frames shown so far (the same session traced again).
+   */
+  async trace(connection, fresh = true) {
     const sessionId = connection.session_id;
     if (!sessionId || this.target?.sessionId === sessionId) return;
     if (this.target) await this.untrace();
-    this.clear();
+    if (fresh) this.clear();
     this.target = { sessionId, player: connection.player_id, gateway: connection.gateway_id };
     this.limits = null;
     this.setStatus("starting", `tracing ${this.who()}…`);
@@ -77,7 +87,7 @@ export class EventsView {
     const target = this.target;
     if (!target) return;
     this.target = null;
-    this.trace({ session_id: target.sessionId, player_id: target.player, gateway_id: target.gateway });
+    this.trace({ session_id: target.sessionId, player_id: target.player, gateway_id: target.gateway }, false);
   }
 
   async untrace() {
@@ -175,7 +185,7 @@ export class EventsView {
     const summary = p.frame === null ? "(undecodable)" : typeof p.frame === "string" ? p.frame : JSON.stringify(p.frame);
     record.row = el(
       "tr",
-      { className: "frame", "data-direction": p.direction, "data-method": p.method ?? "" },
+      { className: "frame", tabIndex: 0, "data-direction": p.direction, "data-method": p.method ?? "" },
       el("td", {}, clock(p.time_ms)),
       el("td", { className: `dir-${p.direction}` }, p.direction === "in" ? "→ in" : "← out"),
       el("td", {}, methodOf(p)),

@@ -18,7 +18,7 @@
 import { Client } from "../client/rtgateway.js";
 import { ChartsView } from "./charts.js";
 import { ConnectionsView } from "./connections.js";
-import { describe, setText } from "./dom.js";
+import { describe, setServerTime, setText } from "./dom.js";
 import { EventsView } from "./events.js";
 import { PresenceView } from "./presence.js";
 import { ZonesView } from "./zones.js";
@@ -145,6 +145,7 @@ async function connect() {
       setStatus("closed", `closed: ${event.reason ?? event.code}`);
     }
   });
+  own.on("welcome", (params) => setServerTime(params.server_time_ms));
   own.on("admin.frame", (params) => views?.events.frame(params));
   own.on("admin.trace_ended", (params) => views?.events.ended(params));
   own.on("error", ({ error, event }) => console.warn(`inspector: ${event}:`, error));
