@@ -266,7 +266,7 @@ def test_zone_map_draws_the_players_and_follows_a_move(
     assert is_color(page.evaluate(PIXEL, list(moved["player.bob"])), 1)
 
 
-def test_no_data_without_an_admin_token(gateways, pages, players):
+def test_no_data_without_an_admin_token(gateways, pages, players, admin_token):
     """The form without a token; 403 and 401 pages; a player's token shows nothing."""
     gateway = gateways("gw-auth")
     alice = players(gateway, "alice")
@@ -301,6 +301,13 @@ def test_no_data_without_an_admin_token(gateways, pages, players):
     expect(page.locator("#auth-error")).to_contain_text("refused", timeout=WAIT_MS)
     expect(page.locator("#panels")).to_be_hidden()
     assert page.locator("#connections-table tbody tr").count() == 0
+
+    # The same form with an admin token: the data shows, the error goes.
+    page.fill("#token", admin_token)
+    page.click("#token-form button[type=submit]")
+    expect(row(page, alice)).to_have_count(1, timeout=WAIT_MS)
+    expect(page.locator("#auth-error")).to_be_hidden()
+    expect(page.locator("#token-form")).to_be_hidden()
 
 
 def test_lists_the_players_of_every_gateway_of_a_cluster(
