@@ -313,7 +313,7 @@ def test_no_data_without_an_admin_token(gateways, pages, players, admin_token):
 def test_lists_the_players_of_every_gateway_of_a_cluster(
     cluster, pages, players, admin_token
 ):
-    """Two gateways on Redis: the inspector on one lists the players of both."""
+    """Two gateways on Redis: one inspector lists both players, traces the far one."""
     first, second = cluster("gw-a"), cluster("gw-b")
     alice, bob = players(first, "alice"), players(second, "bob")
     page = inspector(pages, first, admin_token)
@@ -321,3 +321,10 @@ def test_lists_the_players_of_every_gateway_of_a_cluster(
     expect(row(page, bob)).to_have_attribute("data-gateway", "gw-b", timeout=WAIT_MS)
     expect(row(page, bob)).to_have_attribute("data-session-id", bob.session_id)
     expect(page.locator("#cluster-status")).to_contain_text("gw-b")
+
+    # A session of the other gateway is traced through the bus.
+    row(page, bob).locator("button.trace").click()
+    expect(page.locator("#trace-status")).to_have_attribute("data-state", "tracing")
+    bob.call("sys.ping")
+    pings = page.locator('#frames tr.frame[data-method="sys.ping"]')
+    expect(pings).to_have_count(1, timeout=WAIT_MS)
