@@ -114,7 +114,13 @@ export class EventsView {
       old.row?.remove();
       old.detail?.remove();
     }
-    if (!record.held && this.matches(record)) this.body.append(this.rowOf(record));
+    if (!record.held && this.matches(record)) {
+      // Follow the newest frame unless one has scrolled up to read.
+      const scroller = this.body.closest(".scroll");
+      const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 24;
+      this.body.append(this.rowOf(record));
+      if (atBottom) scroller.scrollTop = scroller.scrollHeight;
+    }
     this.setStatus("tracing", this.tracingText());
   }
 
