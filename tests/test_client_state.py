@@ -193,16 +193,35 @@ def test_interpolation_lags_by_the_delay():
 
 
 def test_extrapolation_is_bounded_when_packets_stop():
-    """Past the newest sample motion continues max_extrapolation_s, then holds."""
+    """Past the newest sample motion continues max_extrapolation_s, then goes back.
+
+    An entity that stopped gets no more samples: it ends where the gateway
+    last put it, not where its motion would have taken it.
+    """
     interpolator = Interpolator(delay_s=0.05, max_extrapolation_s=0.1)
     for tick in range(10):
         interpolator.add("bob", tick / 10, {"x": float(tick)}, tick / 10)
     interpolator.advance(0.9 + 0.05 + 0.05)  # renders 0.05 past the last sample
     assert interpolator.sample("bob")["x"] == pytest.approx(9.5)
-    for step in range(1, 200):
+    rendered = []
+    for step in range(1, 30):
         interpolator.advance(1.0 + step / 100)
-    assert interpolator.sample("bob")["x"] == pytest.approx(10.0)
+        rendered.append(interpolator.sample("bob")["x"])
+    assert max(rendered) == pytest.approx(10.0, abs=0.11)
+    assert rendered[-1] == 9.0
     assert interpolator.held > 0 and interpolator.extrapolated > 0
+
+
+def test_an_entity_a_later_tick_left_unchanged_is_not_extrapolated():
+    """A delta that leaves bob out says he stood still: he is drawn where he is."""
+    interpolator = Interpolator(delay_s=0.05, max_extrapolation_s=0.1)
+    for tick in range(10):
+        interpolator.heard(tick / 10)
+        interpolator.add("bob", tick / 10, {"x": float(tick)}, tick / 10)
+    interpolator.heard(1.0)  # a later tick that changed someone else
+    interpolator.advance(0.9 + 0.05 + 0.05)
+    assert interpolator.sample("bob")["x"] == 9.0
+    assert interpolator.extrapolated == 0
 
 
 # -- prediction -------------------------------------------------------------------
@@ -238,6 +257,20 @@ def test_prediction_converges_to_the_server_after_a_correction():
     assert last_seq > 0 and predictor.corrections > 0
     assert predictor.predicted["x"] == pytest.approx(server_x)
     assert not predictor.pending
+
+
+def test_the_last_correction_says_what_it_replaced():
+    """A debug view draws where the prediction was and where the server put it."""
+    predictor = Predictor(
+        lambda fields, dx: {**fields, "x": fields["x"] + dx}, {"x": 0}
+    )
+    seq, _ = predictor.input(10)
+    predictor.input(1)
+    assert predictor.last_correction is None
+    predictor.ack(seq, {"x": 4})
+    assert predictor.last_correction == ({"x": 11}, {"x": 5})
+    predictor.ack(seq + 1)
+    assert predictor.last_correction == ({"x": 11}, {"x": 5})
 
 
 def test_ack_without_correction_keeps_pending_inputs_applied():

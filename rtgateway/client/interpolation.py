@@ -6,7 +6,11 @@ delay that varies. Drawing them as they arrive looks jerky; drawing them
 linearly interpolate between the two ticks that bracket the render time,
 which nearly always both arrived already. When they have not (a late or
 missing packet), the last motion is extrapolated for at most
-``max_extrapolation_s``, then the entity holds still.
+``max_extrapolation_s``, then glides back over as long again to the last
+position received, where it holds: the gateway sends nothing for an entity
+that stopped, so a motion that is not followed by a sample has most likely
+ended there. An entity that a later tick left unchanged is known to have
+stopped and is not extrapolated at all.
 
 The render clock maps the client's time to the zone's tick time. Its offset
 is learnt from the earliest-arriving samples (the least delayed ones), and
@@ -66,6 +70,8 @@ class Interpolator:
         self.buffer_s = buffer_s
         self._samples: dict[str, deque[Sample]] = {}
         self._offset: float | None = None
+        #: The newest zone time a state message was received for.
+        self._heard: float | None = None
         self._render: float | None = None
         self._last_now: float | None = None
         #: Renders past the newest sample (late packets), and capped ones.
@@ -76,6 +82,12 @@ class Interpolator:
         """Forget everything (a new zone, or a snapshot after a reconnect)."""
         self._samples.clear()
         self._offset = None
+        self._heard = None
+
+    def heard(self, at: float) -> None:
+        """A state message for zone time ``at``: entities it left out did not move."""
+        if self._heard is None or at > self._heard:
+            self._heard = at
 
     def add(
         self, entity_id: str, at: float, fields: dict[str, Any], now: float
@@ -135,14 +147,16 @@ class Interpolator:
 
     def _extrapolate(self, samples: deque[Sample], at: float) -> dict[str, Any]:
         t1, last = samples[-1]
-        if len(samples) < 2 or self.max_extrapolation_s <= 0:
+        limit = self.max_extrapolation_s
+        ahead = at - t1
+        known_still = self._heard is not None and t1 < self._heard
+        if len(samples) < 2 or limit <= 0 or known_still or ahead >= 2 * limit:
             self.held += 1
             return dict(last)
         t0, before = samples[-2]
-        ahead = at - t1
-        if ahead > self.max_extrapolation_s:
+        if ahead > limit:
             self.held += 1
-            ahead = self.max_extrapolation_s
+            ahead = 2 * limit - ahead  # back towards the last sample
         else:
             self.extrapolated += 1
         return lerp_fields(before, last, 1 + ahead / (t1 - t0))

@@ -36,6 +36,9 @@ class Predictor:
         self.pending: deque[tuple[int, Any, dict[str, Any]]] = deque()
         self.next_seq = first_seq
         self.corrections = 0
+        #: The newest correction, for a debug view: ``(predicted, corrected)``,
+        #: the prediction it replaced and the one rebuilt from it.
+        self.last_correction: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     def input(self, command: Any) -> tuple[int, dict[str, Any]]:
         """Apply ``command`` now; the ``input_seq`` and fields to send."""
@@ -60,7 +63,10 @@ class Predictor:
             self.corrections += 1
             base.update(corrected)
         self.authoritative = base
+        mispredicted = self.predicted
         self._replay()
+        if corrected:
+            self.last_correction = (mispredicted, dict(self.predicted))
 
     def rebase(self, fields: dict[str, Any]) -> None:
         """Take the own entity from a snapshot: it holds every input applied.

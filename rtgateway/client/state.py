@@ -128,6 +128,7 @@ class StateView:
         self, entities: dict[str, tuple[int, dict[str, Any]]], tick: int, now: float
     ) -> None:
         at = tick / self.fast_hz
+        self.interpolator.heard(at)
         own = self.mirror.own
         for entity_id, (_, fields) in entities.items():
             if entity_id != own:

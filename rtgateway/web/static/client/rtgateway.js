@@ -342,7 +342,10 @@ class OutboundQueue {
  * Other entities drawn between the ticks the gateway sent (interpolation.py):
  * `delayS` in the past, linearly between the two samples around the render
  * time; past the newest sample the last motion is extrapolated for at most
- * `maxExtrapolationS`, then the entity holds still. The render clock maps
+ * `maxExtrapolationS`, then glides back over as long again to the last
+ * position received and holds there (the gateway sends nothing for an
+ * entity that stopped); an entity a later tick left unchanged is known to
+ * have stopped and is not extrapolated at all. The render clock maps
  * local time to zone time from the least delayed samples and moves within
  * `slew` of real time, so motion never jumps back when the estimate improves.
  */
@@ -355,6 +358,8 @@ class Interpolator {
     this.bufferS = bufferS;
     this.samples = new Map();
     this.offset = null;
+    /** the newest zone time a state message was received for */
+    this.heardAt = null;
     this.render = null;
     this.lastNow = null;
   }
@@ -362,6 +367,12 @@ class Interpolator {
   reset() {
     this.samples.clear();
     this.offset = null;
+    this.heardAt = null;
+  }
+
+  /** A state message for zone time `at`: the entities it left out did not move. */
+  heard(at) {
+    if (this.heardAt === null || at > this.heardAt) this.heardAt = at;
   }
 
   add(id, at, fields, now) {
@@ -410,9 +421,12 @@ class Interpolator {
       return lerpFields(a, b, (at - t0) / (t1 - t0));
     }
     const [t1, last] = samples[samples.length - 1];
-    if (samples.length < 2 || this.maxExtrapolationS <= 0) return { ...last };
+    const limit = this.maxExtrapolationS;
+    let ahead = at - t1;
+    const knownStill = this.heardAt !== null && t1 < this.heardAt;
+    if (samples.length < 2 || limit <= 0 || knownStill || ahead >= 2 * limit) return { ...last };
     const [t0, before] = samples[samples.length - 2];
-    const ahead = Math.min(at - t1, this.maxExtrapolationS);
+    if (ahead > limit) ahead = 2 * limit - ahead; // back towards the last sample
     return lerpFields(before, last, 1 + ahead / (t1 - t0));
   }
 }
@@ -450,6 +464,8 @@ class Predictor {
     /** [inputSeq, command, fields sent], oldest first */
     this.pending = [];
     this.corrections = 0;
+    /** the newest correction, for a debug view: the prediction it replaced and the rebuilt one */
+    this.lastCorrection = null;
   }
 
   input(command, seq) {
@@ -472,6 +488,7 @@ class Predictor {
     this.authoritative = base;
     let state = { ...base };
     for (const [, command] of this.pending) state = this.apply(state, command);
+    if (correction) this.lastCorrection = { predicted: this.predicted, corrected: { ...state } };
     this.predicted = state;
   }
 
@@ -1302,6 +1319,7 @@ export class Client {
 
   sample(entities, tick, now) {
     const at = tick / this.fastHz;
+    this.interpolator.heard(at);
     for (const [id, entry] of entities) {
       if (id !== this.entity) this.interpolator.add(id, at, entry.fields, now / 1000);
     }
