@@ -17,10 +17,13 @@ import os
 import shutil
 import tomllib
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+from players import Player
+from websockets.sync.client import connect
 
 from rtgateway.testing import GatewayProcess, make_config, token_for
 
@@ -197,3 +200,15 @@ def cluster(gateways, redis_server) -> Callable[[str], GatewayProcess]:
         return gateways(name, backend=backend, **overrides)
 
     return start
+
+
+@pytest.fixture
+def players() -> Iterator[Callable[[GatewayProcess, str], Player]]:
+    """``open(gateway, name)``: players of this test, closed when it ends."""
+    with ExitStack() as opened:
+
+        def open_player(gateway: GatewayProcess, name: str) -> Player:
+            url = f"{gateway.url}?access_token={token_for(TOKENS, name)}"
+            return Player(opened.enter_context(connect(url, open_timeout=10)), name)
+
+        yield open_player

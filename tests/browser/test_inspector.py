@@ -1,88 +1,30 @@
 """The debug inspector at /debug/ in real Chromium, against real gateways.
 
-Players are ``websockets`` clients in this process, speaking the protocol
-(JSON-RPC ``state.join`` into the development configuration's zone
-"arena", then ``state.update`` to move); the inspector is the page the
-gateway serves, opened with an admin token and watched through its stable
-ids and data attributes. Every wait is a Playwright wait with its timeout.
+Players are ``websockets`` clients in this process (players.py); the
+inspector is the page the gateway serves, opened with an admin token and
+watched through its stable ids and data attributes. Every wait is a
+Playwright wait with its timeout.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+from players import Player
 from playwright.sync_api import expect
-from websockets.sync.client import ClientConnection, connect
 
 from rtgateway.testing import GatewayProcess, make_config, token_for
 
 pytestmark = pytest.mark.integration
 
 TOKENS = make_config()
-#: Seconds a player waits for one message from the gateway.
-RECV_TIMEOUT_S = 10.0
-#: Messages a player reads at most while it waits for one response.
-MAX_READS = 500
 #: Milliseconds of a wait for something the inspector refreshes every second.
 WAIT_MS = 10_000
 RED = "#ff0000"
 GREEN = "#00ff00"
-
-
-class Player:
-    """A player's WebSocket: one call at a time, notifications read past."""
-
-    def __init__(self, ws: ClientConnection, name: str) -> None:
-        self.name = name
-        self.ws = ws
-        welcome = json.loads(self.ws.recv(timeout=RECV_TIMEOUT_S))
-        assert welcome["method"] == "session.welcome", welcome
-        self.session_id: str = welcome["params"]["session_id"]
-        self._ids = 0
-
-    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        """The call's result; a JSON-RPC error fails the test."""
-        self._ids += 1
-        self.ws.send(
-            json.dumps(
-                {
-                    "jsonrpc": "2.0",
-                    "method": method,
-                    "params": params or {},
-                    "id": self._ids,
-                }
-            )
-        )
-        for _ in range(MAX_READS):
-            message = json.loads(self.ws.recv(timeout=RECV_TIMEOUT_S))
-            if message.get("id") == self._ids:
-                assert "error" not in message, message
-                return message["result"]
-        pytest.fail(f"{self.name}: no response to {method} in {MAX_READS} messages")
-
-    def join(self, x: float, y: float, color: str) -> None:
-        fields = {"x": x, "y": y, "name": self.name, "color": color}
-        self.call("state.join", {"zone": "arena", "fields": fields})
-
-    def move(self, x: float, y: float) -> dict[str, Any]:
-        return self.call("state.update", {"fields": {"x": x, "y": y}})
-
-
-@pytest.fixture
-def players() -> Iterator[Callable[[GatewayProcess, str], Player]]:
-    """``open(gateway, name)``: players of this test, closed when it ends."""
-    with ExitStack() as opened:
-
-        def open_player(gateway: GatewayProcess, name: str) -> Player:
-            url = f"{gateway.url}?access_token={token_for(TOKENS, name)}"
-            return Player(opened.enter_context(connect(url, open_timeout=10)), name)
-
-        yield open_player
 
 
 def inspector(pages, gateway: GatewayProcess, token: str | None) -> Any:
