@@ -384,6 +384,7 @@ def chaos(tmp_path):
     setup.close()
 
 
+@pytest.mark.long
 def test_redis_link_blackholed_for_10_s(chaos):
     """A's Redis link forwards nothing for 10 s; A stops being ready, then heals."""
     chaos.start_traffic()
@@ -416,6 +417,7 @@ def test_redis_link_slow(chaos):
     chaos.check("slow_5s", chaos.recover(time.monotonic()))
 
 
+@pytest.mark.long
 def test_gateway_frozen_for_10_s(chaos):
     """SIGSTOP A for 10 s then SIGCONT: its clients resume, nothing is lost."""
     chaos.start_traffic()

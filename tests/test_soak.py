@@ -46,7 +46,7 @@ from websockets.asyncio.client import connect
 
 from rtgateway.testing import GatewayProcess, make_config, token_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 TOKENS = make_config()
 RESUME_WINDOW_S = 2.0
