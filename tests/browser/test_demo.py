@@ -240,9 +240,16 @@ def test_a_killed_gateway_shows_reconnecting_then_resumed(
 
 
 def test_the_overlay_toggles_by_button_and_key(gateways, pages):
-    """The network overlay shows live numbers and hides by button or "o"."""
+    """The network overlay shows live numbers and hides by button or "o".
+
+    The page is a guest's (no ?player=): the token endpoint names it.
+    """
     gateway = gateways("demo")
-    page = open_demo(pages, gateway.http, "?player=ann", "ann")
+    page = open_demo(pages, gateway.http, "", "guest")
+    guest = page.evaluate("() => window.rtgwDemo.playerId")
+    assert re.fullmatch(r"guest-[a-z0-9]+", guest), guest
+    assert entity(page) == f"player.{guest}"
+    expect(page.locator("#player")).to_have_text(guest)
     overlay, button = page.locator("#overlay"), page.locator("#overlay-toggle")
     expect(overlay).to_be_visible()
     for number in ("#rtt", "#msgs", "#bytes"):
