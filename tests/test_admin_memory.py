@@ -7,7 +7,14 @@ from admin_kit import frames, open_admin, welcome
 
 from rtgateway.testing import MemoryGateway, make_config
 
-ZONES = {"cave": {"fields": {"torch": {"type": "boolean", "default": False}}}}
+ZONES = {
+    "cave": {"fields": {"torch": {"type": "boolean", "default": False}}},
+    "field": {
+        "position": ["x", "y"],
+        "bounds": {"min": [-50, 0], "max": [50, 20]},
+        "fields": {"x": {"type": "number"}, "y": {"type": "number"}},
+    },
+}
 
 
 @pytest.fixture
@@ -276,8 +283,9 @@ def test_zones_report_entities_clients_and_ticks(gateway):
     admin = open_admin(gateway)
     result = gateway.call(admin, "admin.zones", {})["result"]
     assert result["missing"] == []
-    (zone,) = result["gateways"]["gw-test"]["zones"]
+    zone, idle = result["gateways"]["gw-test"]["zones"]
     assert zone["zone"] == "cave" and zone["active"] is True
+    assert idle["zone"] == "field" and idle["active"] is False
     assert zone["entities"] == 1 and zone["clients"] == 1
     assert zone["ticks"] >= 59 and zone["overruns"] >= 0
     assert zone["tick_p99_ms"] is not None
@@ -374,6 +382,8 @@ def test_zone_lists_its_entities_with_versions_and_fields(gateway):
     result = gateway.call(admin, "admin.zone", {"zone": "cave"})["result"]
     assert result == {
         "zone": "cave",
+        "position": [],
+        "bounds": None,
         "count": 2,
         "entities": {
             "player.alice": {"v": 1, "fields": {"torch": True}},
@@ -381,6 +391,15 @@ def test_zone_lists_its_entities_with_versions_and_fields(gateway):
         },
         "truncated": False,
     }
+
+
+def test_zone_says_its_position_fields_and_bounds(gateway):
+    """admin.zone names the position fields and the bounds a map is drawn in."""
+    gateway.call(gateway.open("alice"), "state.join", {"zone": "field"})
+    gateway.advance(1)
+    result = gateway.call(open_admin(gateway), "admin.zone", {"zone": "field"})
+    assert result["result"]["position"] == ["x", "y"]
+    assert result["result"]["bounds"] == {"min": [-50, 0], "max": [50, 20]}
 
 
 def test_zone_is_bounded_by_zone_max_entities(gateway):

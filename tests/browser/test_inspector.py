@@ -159,6 +159,8 @@ PIXEL = """([x, y]) => Array.from(document.getElementById('zone-map')
     .getContext('2d').getImageData(x, y, 1, 1).data)"""
 #: The dots the zone map says it drew: [{id, x, y}] in canvas pixels.
 DOTS = "() => JSON.parse(document.getElementById('zone-map').dataset.dots || '[]')"
+#: The zone's bounds on the map: {left, top, right, bottom} in canvas pixels.
+FIELD = "() => JSON.parse(document.getElementById('zone-map').dataset.field)"
 
 
 def dots(page) -> dict[str, tuple[int, int]]:
@@ -189,6 +191,13 @@ def test_zone_map_draws_the_players_and_follows_a_move(
     assert drawn["player.alice"][1] < drawn["player.bob"][1]
     assert is_color(page.evaluate(PIXEL, list(drawn["player.alice"])), 0)
     assert is_color(page.evaluate(PIXEL, list(drawn["player.bob"])), 1)
+    # The arena's bounds (0 to 100 on both axes) are the map's field: each
+    # dot sits at its share of the field's width and height.
+    field = page.evaluate(FIELD)
+    for player, (x, y) in (("player.alice", (20, 30)), ("player.bob", (70, 60))):
+        px = field["left"] + x / 100 * (field["right"] - field["left"])
+        py = field["top"] + y / 100 * (field["bottom"] - field["top"])
+        assert abs(drawn[player][0] - px) <= 2 and abs(drawn[player][1] - py) <= 2
 
     before = drawn["player.alice"]
     alice.move(26, 34)

@@ -43,6 +43,7 @@ from rtgateway.components.admin.schemas import (
 from rtgateway.components.admin.stats import StatsRing
 from rtgateway.components.admin.traces import Traces
 from rtgateway.metrics import GatewayMetrics, StateMetrics
+from rtgateway.state.schema import ZoneSchema
 from rtgateway.wire.errors import InvalidParams, NotFound
 
 ADMIN = ["admin"]
@@ -79,6 +80,7 @@ class AdminComponent(Service):
         self._settings = settings = config.admin
         self._gateway_id = config.gateway.id
         self._zones = sorted(config.zones)
+        self._zone_schemas = config.zones
         self._state_metrics = state_metrics
         self._traces = Traces(settings.trace_max_sessions)
         self._stats = StatsRing(
@@ -262,8 +264,11 @@ class AdminComponent(Service):
         stored = await self._state_store.load_zone(zone)
         most = self._settings.zone_max_entities
         shown = sorted(stored)[:most]
+        schema = self._zone_schemas[zone]
         return {
             "zone": zone,
+            "position": list(schema.position),
+            "bounds": _bounds_of(schema),
             "count": len(stored),
             "entities": {
                 entity_id: {
@@ -358,3 +363,10 @@ class AdminComponent(Service):
                 }
             )
         return {"window_ms": self._stats.window_ms, "zones": rows}
+
+
+def _bounds_of(schema: ZoneSchema) -> dict[str, list[float]] | None:
+    """The zone's configured bounds, so a map can draw the whole field."""
+    if schema.bounds_min is None or schema.bounds_max is None:
+        return None
+    return {"min": list(schema.bounds_min), "max": list(schema.bounds_max)}

@@ -54,6 +54,15 @@ ZONE_RESULT = {
     "type": "object",
     "properties": {
         "zone": {"type": "string"},
+        "position": {"type": "array", "items": {"type": "string"}},
+        "bounds": {
+            "type": ["object", "null"],
+            "properties": {
+                "min": {"type": "array", "items": {"type": "number"}},
+                "max": {"type": "array", "items": {"type": "number"}},
+            },
+            "required": ["min", "max"],
+        },
         "count": {"type": "integer"},
         "entities": {
             "type": "object",
@@ -68,7 +77,7 @@ ZONE_RESULT = {
         },
         "truncated": {"type": "boolean"},
     },
-    "required": ["zone", "count", "entities", "truncated"],
+    "required": ["zone", "position", "bounds", "count", "entities", "truncated"],
 }
 COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
 PRESENCE_RESULT = {

@@ -2,13 +2,17 @@
  * The zones: admin.zones as a table every second, and a map of the selected
  * zone's entities from admin.zone every 200 ms.
  *
- * The map plots each entity with numeric `x` and `y` fields as a dot with
- * its name. admin.zone does not say the zone's bounds, so the map scales to
- * the extent of every position seen since the zone was selected: it only
- * grows, so a dot that moves does not move the others.
+ * The map plots each entity by the zone's first two position fields (as
+ * admin.zone names them; `x` and `y` for a zone without position) as a dot
+ * with its name. A zone with bounds is drawn whole, its field outlined, so a
+ * dot's place on the map is its place in the zone. Without bounds the map
+ * scales to the extent of every position seen since the zone was selected:
+ * it only grows, so a dot that moves does not move the others.
  *
  * The canvas's `data-dots` attribute lists the dots drawn (entity id and
- * position in canvas pixels), for tests and for anyone reading the page.
+ * position in canvas pixels), and `data-field` the bounds' rectangle in
+ * canvas pixels (empty without bounds), for tests and for anyone reading the
+ * page.
  *
  * @module zones
  */
@@ -23,6 +27,9 @@ const MARGIN = 18;
 /** The extent's share added on each side, so no dot sits on the edge. */
 const PADDING = 0.1;
 const BACKGROUND = "#0b0e12";
+const FIELD_COLOR = "#3a4656";
+/** The position fields plotted for a zone that names none. */
+const DEFAULT_AXES = ["x", "y"];
 const HEX_COLOR = /^#[0-9A-Fa-f]{3,8}$/;
 
 export class ZonesView {
@@ -35,10 +42,13 @@ export class ZonesView {
     this.mapStatus = document.getElementById("zone-map-status");
     this.extent = null;
     this.entities = {};
+    this.axes = DEFAULT_AXES;
+    this.bounds = null;
     this.pollers = [];
     this.select.addEventListener("change", () => {
       this.extent = null;
       this.entities = {};
+      this.bounds = null;
       this.draw();
       this.pollers[1]?.kick();
     });
@@ -59,6 +69,7 @@ export class ZonesView {
     this.select.replaceChildren();
     this.entities = {};
     this.extent = null;
+    this.bounds = null;
     setText(this.mapStatus, "");
     this.draw();
   }
@@ -108,21 +119,27 @@ export class ZonesView {
     const result = await this.rpc("admin.zone", { zone });
     if (zone !== this.select.value) return;
     this.entities = result.entities;
+    this.axes = result.position?.length >= 2 ? result.position.slice(0, 2) : DEFAULT_AXES;
+    this.bounds = result.bounds ? boundsOf(result.bounds) : null;
     const shown = Object.keys(result.entities).length;
     setText(this.mapStatus, `${result.count} entities${result.truncated ? `, first ${shown} shown` : ""}`);
     this.draw();
   }
 
-  /** Entities with a position, grown into the extent. */
+  /** Entities with a position, grown into the extent (which starts as the bounds). */
   positions() {
     const dots = [];
+    const [ax, ay] = this.axes;
+    if (this.bounds && !this.extent) this.extent = { ...this.bounds };
     for (const [id, { fields }] of Object.entries(this.entities)) {
-      if (typeof fields?.x !== "number" || typeof fields?.y !== "number") continue;
-      dots.push({ id, x: fields.x, y: fields.y, fields });
+      const x = fields?.[ax];
+      const y = fields?.[ay];
+      if (typeof x !== "number" || typeof y !== "number") continue;
+      dots.push({ id, x, y, fields });
       const e = this.extent;
       this.extent = e
-        ? { minX: Math.min(e.minX, fields.x), maxX: Math.max(e.maxX, fields.x), minY: Math.min(e.minY, fields.y), maxY: Math.max(e.maxY, fields.y) }
-        : { minX: fields.x, maxX: fields.x, minY: fields.y, maxY: fields.y };
+        ? { minX: Math.min(e.minX, x), maxX: Math.max(e.maxX, x), minY: Math.min(e.minY, y), maxY: Math.max(e.maxY, y) }
+        : { minX: x, maxX: x, minY: y, maxY: y };
     }
     return dots;
   }
@@ -132,27 +149,31 @@ export class ZonesView {
     g.fillStyle = BACKGROUND;
     g.fillRect(0, 0, width, height);
     const dots = this.positions();
+    this.canvas.dataset.field = "";
     if (!dots.length || !this.extent) {
       this.canvas.dataset.dots = "[]";
       g.fillStyle = "#56606e";
       g.font = "12px ui-monospace, monospace";
-      g.fillText(this.select.value ? "no entity with x and y" : "no zone", 10, 20);
+      g.fillText(this.select.value ? `no entity with ${this.axes.join(" and ")}` : "no zone", 10, 20);
       return;
     }
     // One scale for both axes, so distances look as they are; y grows downwards.
+    // A zone's bounds fill the map; a seen extent keeps some room around it.
     const e = this.extent;
-    const spanX = Math.max(e.maxX - e.minX, 1) * (1 + 2 * PADDING);
-    const spanY = Math.max(e.maxY - e.minY, 1) * (1 + 2 * PADDING);
+    const padding = this.bounds ? 0 : PADDING;
+    const spanX = Math.max(e.maxX - e.minX, 1) * (1 + 2 * padding);
+    const spanY = Math.max(e.maxY - e.minY, 1) * (1 + 2 * padding);
     const scale = Math.min((width - 2 * MARGIN) / spanX, (height - 2 * MARGIN) / spanY);
     const centerX = (e.minX + e.maxX) / 2;
     const centerY = (e.minY + e.maxY) / 2;
+    const toPixels = (x, y) => [width / 2 + (x - centerX) * scale, height / 2 + (y - centerY) * scale];
     this.drawGrid(g, width, height);
+    if (this.bounds) this.drawField(g, toPixels, ratio);
     g.font = "11px ui-monospace, monospace";
     g.textBaseline = "middle";
     const drawn = [];
     for (const dot of dots) {
-      const px = width / 2 + (dot.x - centerX) * scale;
-      const py = height / 2 + (dot.y - centerY) * scale;
+      const [px, py] = toPixels(dot.x, dot.y);
       const player = dot.id.startsWith("player.");
       g.fillStyle = colorOf(dot);
       g.beginPath();
@@ -171,6 +192,21 @@ export class ZonesView {
     this.canvas.dataset.dots = JSON.stringify(drawn);
   }
 
+  /** The bounds' outline, and its rectangle in canvas pixels as data-field. */
+  drawField(g, toPixels, ratio) {
+    const [left, top] = toPixels(this.bounds.minX, this.bounds.minY);
+    const [right, bottom] = toPixels(this.bounds.maxX, this.bounds.maxY);
+    g.strokeStyle = FIELD_COLOR;
+    g.lineWidth = 1;
+    g.strokeRect(left + 0.5, top + 0.5, right - left - 1, bottom - top - 1);
+    this.canvas.dataset.field = JSON.stringify({
+      left: Math.round(left * ratio),
+      top: Math.round(top * ratio),
+      right: Math.round(right * ratio),
+      bottom: Math.round(bottom * ratio),
+    });
+  }
+
   drawGrid(g, width, height) {
     g.strokeStyle = "#1b222b";
     g.lineWidth = 1;
@@ -185,6 +221,11 @@ export class ZonesView {
     }
     g.stroke();
   }
+}
+
+/** admin.zone's bounds as the map's extent, over its first two axes. */
+function boundsOf({ min, max }) {
+  return { minX: min[0], maxX: max[0], minY: min[1], maxY: max[1] };
 }
 
 /** The entity's own `color` field when it is a hex colour, else one from its id. */
