@@ -40,6 +40,8 @@ ZONES = {
     }
 }
 TTL_S = 2.0
+#: The labels of the rpc.register requests a gateway received.
+REGISTER = {"method": "rpc.register"}
 
 
 class Player:
@@ -181,6 +183,8 @@ def test_service_moves_to_the_other_gateway_and_registers_again(world):
     # The client picks among its URLs at random: find the service's gateway.
     (home,) = [g for g in gateways if g.metric("rtgateway_connections") == 1]
     (other,) = [g for g in gateways if g is not home]
+    # One rpc.register per procedure and connection (world.interact): none twice.
+    assert home.metric("rtgateway_messages_in_total", REGISTER) == 1
     player = Player(other.url, "bob")
     assert player.call("world.interact", {"entity": "door-2"})["result"]["action"] == (
         "opened"
@@ -196,4 +200,5 @@ def test_service_moves_to_the_other_gateway_and_registers_again(world):
         time.sleep(0.2)
     assert answer["result"]["action"] == "closed"
     assert other.metric("rtgateway_connections") == 2  # the service moved here
+    assert other.metric("rtgateway_messages_in_total", REGISTER) == 1
     player.close()

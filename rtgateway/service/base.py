@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.python.failure import Failure
 
 from rtgateway.client.actions import ConnectionState
 from rtgateway.client.errors import Conflict
@@ -61,7 +62,8 @@ class Service:
         self.nats: NatsClient | None = None
         #: (zone, entity) -> (version, fields), as this service last wrote it.
         self.world: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
-        self._registration: Deferred | None = None
+        #: What :meth:`connect` returned, until the first registration fires it.
+        self._first_registration: Deferred | None = None
 
     # -- WebSocket -------------------------------------------------------------------
 
@@ -78,17 +80,35 @@ class Service:
         """
         client = TwistedClient(urls, token, options, reactor=self.reactor)
         self.client = client
+        registered: Deferred = Deferred()
+        self._first_registration = registered
         client.serve(self._serve_request)
         client.on("client.state", self._state_changed)
-        started = client.start()
-        return started.addCallback(lambda _: self._registration or self.register())
+        client.start().addErrback(self._not_started)
+        return registered
 
     def _state_changed(self, change: ConnectionState) -> None:
-        if change.state == "open":
-            self._registration = self.register()
-            self._registration.addErrback(
+        """Register on every connection that opens, the first one included.
+
+        The first registration's outcome is what :meth:`connect` fires with;
+        a later one can only be logged, the service being up already.
+        """
+        if change.state != "open":
+            return
+        registration = self.register()
+        first = self._first_registration
+        if first is not None and not first.called:
+            registration.chainDeferred(first)
+        else:
+            registration.addErrback(
                 lambda failure: log.error("registering failed: %s", failure.value)
             )
+
+    def _not_started(self, failure: Failure) -> None:
+        """The client closed before its first connection opened."""
+        first = self._first_registration
+        if first is not None and not first.called:
+            first.errback(failure)
 
     def register(self) -> Deferred:
         """Register every procedure on the current connection (it is per connection)."""
