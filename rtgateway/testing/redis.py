@@ -22,12 +22,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import tempfile
-import time
 from pathlib import Path
+
+from rtgateway.testing.server import ServerProcess
 
 ENV_VARIABLE = "RTGW_REDIS_SERVER"
 
@@ -59,12 +57,6 @@ def find_redis_server() -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _answers_ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
@@ -74,43 +66,34 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-class RedisServer:
-    """One ``redis-server`` child process on 127.0.0.1, without persistence."""
+class RedisServer(ServerProcess):
+    """One ``redis-server`` child process on 127.0.0.1, without persistence.
+
+    :meth:`restart` starts an empty one: its data is lost, as in a crash.
+    """
+
+    name = "redis-server"
 
     def __init__(self, binary: str | None = None) -> None:
-        self.binary = binary or find_redis_server()
-        self.port = _free_port()
-        self._directory = tempfile.TemporaryDirectory(prefix="rtgw-redis-")
-        self.log_path = Path(self._directory.name) / "redis.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(binary or find_redis_server(), "redis.log")
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
-        """Start the server and return once it answers PING."""
-        arguments = [
+    def arguments(self) -> list[str]:
+        return [
             self.binary,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "no",
-            "--dir", self._directory.name,
+            "--dir", str(self.directory),
             "--logfile", str(self.log_path),
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            arguments, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited at start:\n{self.log()}")
-            if _answers_ping(self.port):
-                return self
-            time.sleep(0.02)
-        self.kill()
-        raise RuntimeError(f"redis-server did not answer PING:\n{self.log()}")
+
+    def ready(self) -> bool:
+        return _answers_ping(self.port)
 
     def flush(self) -> None:
         """FLUSHALL: a clean slate for the next test sharing this server."""
@@ -118,54 +101,3 @@ class RedisServer:
             s.sendall(b"FLUSHALL\r\n")
             if not s.recv(64).startswith(b"+OK"):
                 raise RuntimeError("FLUSHALL failed")
-
-    def _signal(self, signum: int) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signum)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM and wait; SIGKILL what does not exit in time."""
-        self.resume()  # a frozen process cannot handle SIGTERM
-        self._signal(signal.SIGTERM)
-        try:
-            self._wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def kill(self) -> None:
-        """SIGKILL: the server dies at once, as in a crash."""
-        self._signal(signal.SIGKILL)
-        self._wait(10.0)
-
-    def pause(self) -> None:
-        """SIGSTOP: connections stay open but nothing is answered."""
-        self._signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """SIGCONT after :meth:`pause`."""
-        self._signal(signal.SIGCONT)
-
-    def restart(self, timeout: float = 10.0) -> RedisServer:
-        """Kill the server if it runs and start an empty one on the same port."""
-        self.kill()
-        return self.start(timeout)
-
-    def _wait(self, timeout: float) -> None:
-        if self.process is not None:
-            self.process.wait(timeout=timeout)
-
-    def close(self) -> None:
-        """Stop the server and remove its directory."""
-        self.stop()
-        self._directory.cleanup()
-
-    def log(self) -> str:
-        if not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
