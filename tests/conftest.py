@@ -1,11 +1,12 @@
-"""Shared fixtures: a gateway with clients in memory, on a task.Clock, and
-one real redis-server per test module for the process tests."""
+"""Shared fixtures: a gateway with clients in memory, on a task.Clock,
+gateway processes, and one real redis-server (and nats-server) per test
+module for the process tests."""
 
 from __future__ import annotations
 
 import pytest
 
-from rtgateway.testing import MemoryGateway, make_config
+from rtgateway.testing import GatewayFleet, MemoryGateway, make_config
 from rtgateway.testing.nats import NatsServer
 from rtgateway.testing.redis import RedisServer
 
@@ -31,6 +32,15 @@ def make_memory_gateway():
     yield build
     for gateway in started:
         gateway.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """Starts gateway processes (``fleet.start(sections, name)``); stops them
+    after the test, which fails if a gateway logged a traceback."""
+    fleet = GatewayFleet(tmp_path)
+    yield fleet
+    fleet.stop()
 
 
 @pytest.fixture(scope="module")

@@ -136,18 +136,9 @@ def memory_gateway(tmp_path_factory):
 
 
 @pytest.fixture
-def gateways(tmp_path):
-    started = []
-
-    def start(name, **overrides):
-        sections = {**SETTINGS, **overrides}
-        process = GatewayProcess(tmp_path, sections, name=name).start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
+def gateways(fleet):
+    """Starts gateways (of the ``fleet``) from SETTINGS plus overrides."""
+    return lambda name, **overrides: fleet.start({**SETTINGS, **overrides}, name)
 
 
 def test_calls_and_typed_errors(driver, memory_gateway):

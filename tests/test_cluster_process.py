@@ -157,13 +157,12 @@ class Publisher(threading.Thread):
 
 
 @pytest.fixture(params=["redis", "nats"])
-def cluster(request, tmp_path, redis_server, nats_server):
+def cluster(request, fleet, redis_server, nats_server):
     """Starts gateway processes on the shared redis-server, emptied first.
 
     ``backend`` overrides are merged into the cluster's backend section.
     """
     redis_server.flush()
-    started: list[GatewayProcess] = []
     backend = {"kind": "redis", "redis_url": redis_server.url}
     if request.param == "nats":
         backend.update(bus="nats", nats_url=[nats_server.url])
@@ -176,14 +175,9 @@ def cluster(request, tmp_path, redis_server, nats_server):
             "limits": {"rate_per_second": 10_000, "rate_burst": 10_000},
             **overrides,
         }
-        process = GatewayProcess(tmp_path, sections, name=name).start()
-        started.append(process)
-        return process
+        return fleet.start(sections, name)
 
-    yield start
-    for process in started:
-        process.stop()
-        assert "Traceback" not in process.log(), process.log()
+    return start
 
 
 def test_players_on_two_gateways_exchange_events(cluster):

@@ -19,7 +19,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from rtgateway.testing import GatewayProcess, make_config, token_for
+from rtgateway.testing import GatewayFleet, GatewayProcess, make_config, token_for
 from rtgateway.testing.process import TWISTD
 
 pytestmark = pytest.mark.integration
@@ -290,18 +290,10 @@ def test_twistd_with_a_bad_config_names_file_and_key(tmp_path):
 
 
 @pytest.fixture
-def fresh_gateway(tmp_path):
-    """A gateway of one's own, for tests that end it or change its limits."""
-    started = []
-
-    def start(overrides=None, name="gw"):
-        process = GatewayProcess(tmp_path, overrides, name=name).start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
+def fresh_gateway(fleet):
+    """A gateway of one's own, for tests that end it or change its limits:
+    ``fresh_gateway(sections, name)``."""
+    return fleet.start
 
 
 def test_idle_connection_closes_4002(fresh_gateway):
@@ -438,3 +430,16 @@ def test_silent_tcp_connection_is_dropped_after_handshake_timeout(fresh_gateway)
         started = time.monotonic()
         assert sock.recv(1024) == b""  # closed by the gateway
         assert time.monotonic() - started < 5
+
+
+def test_fleet_fails_on_a_traceback_in_any_gateway_log(tmp_path):
+    """The check every process test relies on: a traceback fails the test."""
+    fleet = GatewayFleet(tmp_path)
+    clean = fleet.start(name="clean")
+    broken = fleet.start(name="broken")
+    with open(broken.log_path, "a") as log:
+        log.write("Traceback (most recent call last):\n  boom\n")
+    with pytest.raises(AssertionError, match=r"broken\.log"):
+        fleet.stop()
+    assert clean.process.poll() is not None and broken.process.poll() is not None
+    assert fleet.started == []

@@ -114,41 +114,28 @@ def backend_sections(bus: str, redis_server, nats_server) -> dict:
     }
 
 
-def start_gateways(tmp_path, sections):
-    return [
-        GatewayProcess(tmp_path, sections, name=name).start()
-        for name in ("gw-a", "gw-b")
-    ]
-
-
-def stop_gateways(started) -> None:
-    for process in started:
-        process.stop()
-        assert "Traceback" not in process.log(), process.log()
+def start_gateways(fleet, sections) -> list[GatewayProcess]:
+    """Gateways A and B of the ``fleet``."""
+    return [fleet.start(sections, name) for name in ("gw-a", "gw-b")]
 
 
 @pytest.fixture(params=["redis", "nats"])
-def gateways(request, tmp_path, redis_server, nats_server):
+def gateways(request, fleet, redis_server, nats_server):
     """Gateways A and B on the shared redis-server, emptied first, on each bus."""
     redis_server.flush()
-    started = start_gateways(
-        tmp_path, backend_sections(request.param, redis_server, nats_server)
+    return start_gateways(
+        fleet, backend_sections(request.param, redis_server, nats_server)
     )
-    yield started
-    stop_gateways(started)
 
 
 @pytest.fixture
-def nats_gateways(tmp_path, redis_server, nats_server):
+def nats_gateways(fleet, redis_server, nats_server):
     """Gateways A and B with the NATS bus, and a service on NATS."""
     redis_server.flush()
-    started = start_gateways(
-        tmp_path, backend_sections("nats", redis_server, nats_server)
-    )
+    started = start_gateways(fleet, backend_sections("nats", redis_server, nats_server))
     peer = NatsPeer(nats_server.url)
     yield started, peer
     peer.close()
-    stop_gateways(started)
 
 
 def test_player_on_a_calls_service_on_b(gateways):

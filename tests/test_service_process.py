@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from rtgateway.testing import GatewayProcess, make_config, token_for
+from rtgateway.testing import make_config, token_for
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,7 @@ def start_service(urls: list[str]) -> subprocess.Popen:
 
 
 @pytest.fixture
-def world(tmp_path, redis_server):
+def world(fleet, redis_server):
     """Gateways A and B, and the example service connected to one of them."""
     redis_server.flush()
     sections = {
@@ -115,10 +115,7 @@ def world(tmp_path, redis_server):
         "presence": {"gateway_ttl_s": TTL_S, "reap_interval_s": 1},
         "zones": ZONES,
     }
-    gateways = [
-        GatewayProcess(tmp_path, sections, name=name).start()
-        for name in ("gw-a", "gw-b")
-    ]
+    gateways = [fleet.start(sections, name) for name in ("gw-a", "gw-b")]
     service = start_service([gateway.url for gateway in gateways])
     yield gateways, service
     service.send_signal(signal.SIGINT)
@@ -128,8 +125,6 @@ def world(tmp_path, redis_server):
         service.kill()
     output = service.stdout.read().decode() if service.stdout else ""
     assert "Traceback" not in output, output
-    for gateway in gateways:
-        gateway.stop()
 
 
 def entity(params: dict, name: str) -> dict | None:

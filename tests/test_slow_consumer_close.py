@@ -188,12 +188,11 @@ def wait_for(check, timeout: float) -> bool:
 
 
 @pytest.fixture
-def gateway(tmp_path):
-    started = []
+def gateway(fleet):
+    """A gateway of these limits and heartbeat settings (of the ``fleet``)."""
 
     def start(limits: dict, heartbeat: dict) -> GatewayProcess:
-        process = GatewayProcess(
-            tmp_path,
+        return fleet.start(
             {
                 "limits": {
                     # Only the send buffer decides here, not the rate limit.
@@ -207,13 +206,9 @@ def gateway(tmp_path):
                 },
                 "heartbeat": heartbeat,
             },
-        ).start()
-        started.append(process)
-        return process
+        )
 
-    yield start
-    for process in started:
-        process.stop()
+    return start
 
 
 @pytest.mark.integration

@@ -11,10 +11,11 @@ from rtgateway.testing.memory import (
     make_config,
     token_for,
 )
-from rtgateway.testing.process import GatewayProcess, free_port
+from rtgateway.testing.process import GatewayFleet, GatewayProcess, free_port
 
 __all__ = [
     "TEST_SECRET",
+    "GatewayFleet",
     "GatewayProcess",
     "MemoryGateway",
     "RecordingClient",

@@ -191,3 +191,33 @@ class GatewayProcess:
         return (
             self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         )
+
+
+class GatewayFleet:
+    """The gateway processes one test starts, all stopped when it ends.
+
+    :meth:`stop` fails when a gateway's log holds a traceback: an uncaught
+    error in any gateway is a bug even where the test's own checks passed.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[GatewayProcess] = []
+
+    def start(
+        self, sections: dict[str, dict[str, Any]] | None = None, name: str = "gw"
+    ) -> GatewayProcess:
+        """A started gateway of these config sections, named ``name``."""
+        process = GatewayProcess(self.directory, sections, name=name).start()
+        self.started.append(process)
+        return process
+
+    def stop(self) -> None:
+        """Stop every gateway; raise AssertionError for a traceback in a log."""
+        started, self.started = self.started, []
+        for process in started:
+            process.stop()
+        for process in started:
+            log = process.log()
+            if "Traceback" in log:
+                raise AssertionError(f"a traceback in {process.log_path}:\n{log}")

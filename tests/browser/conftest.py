@@ -166,27 +166,20 @@ def admin_token() -> str:
 
 
 @pytest.fixture
-def gateways(tmp_path) -> Iterator[Callable[..., GatewayProcess]]:
-    """Starts gateways on the development configuration; stops them after.
+def gateways(fleet) -> Callable[..., GatewayProcess]:
+    """Starts gateways on the development configuration (of the ``fleet``).
 
     ``start(name, **sections)`` merges ``sections`` into each section of
-    it. A gateway's log must hold no traceback.
+    it.
     """
-    started: list[GatewayProcess] = []
 
     def start(name: str, **overrides: dict[str, Any]) -> GatewayProcess:
         sections = demo_sections()
         for section, keys in overrides.items():
             sections.setdefault(section, {}).update(keys)
-        process = GatewayProcess(tmp_path, sections, name=name).start()
-        started.append(process)
-        return process
+        return fleet.start(sections, name)
 
-    yield start
-    for process in started:
-        process.stop()
-    for process in started:
-        assert "Traceback" not in process.log(), process.log()
+    return start
 
 
 @pytest.fixture

@@ -100,27 +100,14 @@ def run_node(test_file: str, gateways: list[GatewayProcess]) -> None:
 
 
 @pytest.fixture
-def js_gateways(tmp_path):
-    """Starts gateways from SETTINGS plus overrides; stops them afterwards.
+def js_gateways(fleet):
+    """Starts gateways (of the ``fleet``) from SETTINGS plus overrides.
 
     Not the directory's ``gateways`` fixture: these tests need zones and
     topics of their own (a check interval, max_speed, reliable history),
-    not the development configuration the pages use. A gateway's log must
-    hold no traceback.
+    not the development configuration the pages use.
     """
-    started: list[GatewayProcess] = []
-
-    def start(name: str, **overrides) -> GatewayProcess:
-        sections = {**SETTINGS, **overrides}
-        process = GatewayProcess(tmp_path, sections, name=name).start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
-    for process in started:
-        assert "Traceback" not in process.log(), process.log()
+    return lambda name, **overrides: fleet.start({**SETTINGS, **overrides}, name)
 
 
 def test_core(js_gateways):
