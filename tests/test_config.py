@@ -863,6 +863,11 @@ def test_event_schema_from_a_file(tmp_path: Path) -> None:
         ),
         ({"events": {"rpc.x": {"version": 1}}}, "events.rpc.x", "may not start"),
         (
+            {"events": {"client.lost": {"version": 1}}},
+            "events.client.lost",
+            "may not start",
+        ),
+        (
             {"events": {"m": {"delivery": "maybe"}}},
             "events.m.delivery",
             "expected one of",

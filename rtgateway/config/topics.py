@@ -30,9 +30,11 @@ _PERMISSION = one_of("any", "self", "service", "none")
 NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EVENT_TYPE_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*")
 MAX_EVENT_TYPE_LENGTH = 128
-#: Methods and notifications of the gateway itself; events must not mimic them.
+#: Methods and notifications of the gateway itself, and the clients' own
+#: events (client.state, client.lost, ...); events must not mimic them.
 RESERVED_EVENT_PREFIXES = (
     "rpc.", "sys.", "session.", "state.", "pubsub.", "admin.", "presence.",
+    "client.",
 )  # fmt: skip
 #: Built by the gateway's components (presence, session data); the
 #: configuration may not redefine them.

@@ -144,6 +144,14 @@ def test_refused_resume_starts_fresh(js_gateways):
     run_node("fresh.test.mjs", [js_gateways("gw-one"), js_gateways("gw-two")])
 
 
+def test_failures_back_off_and_settle(js_gateways):
+    """Refusals, failing tokens and URLs, a gateway stopped mid-close or mid-resume."""
+    idle = {"heartbeat": {"idle_timeout_s": 1}}
+    run_node(
+        "failures.test.mjs", [js_gateways("gw-plain"), js_gateways("gw-idle", **idle)]
+    )
+
+
 def test_cbor_with_cbor_x(js_gateways):
     """rtgw.v1.cbor binary frames with cbor-x: calls, events, state checks."""
     run_node("cbor.test.mjs", [js_gateways("gw-cbor")])

@@ -11,7 +11,7 @@ import { client, until, sleep, GATEWAYS, URLS } from "./env.mjs";
 test("SIGKILL of the gateway: resumed on the other, nothing lost, no duplicates", async () => {
   const subscriber = client("alice", { url: URLS });
   const statuses = [];
-  subscriber.on("status", (s) => statuses.push(s.state));
+  subscriber.on("client.status", (s) => statuses.push(s.state));
   const seen = [];
   subscriber.on("chat.line", (params) => seen.push(params.data.n));
   const welcome = await subscriber.connect();

@@ -7,7 +7,7 @@ import { client, until, sleep } from "./env.mjs";
 test("connect, call, and a typed error with its code and data", async () => {
   const alice = client("alice");
   const statuses = [];
-  alice.on("status", (s) => statuses.push(s.state));
+  alice.on("client.status", (s) => statuses.push(s.state));
   const welcome = await alice.connect();
   assert.equal(welcome.player_id, "alice");
   assert.equal(welcome.protocol, 1);
@@ -34,7 +34,7 @@ test("a throwing handler is isolated and reported on error", async () => {
   const bob = client("bob");
   const seen = [];
   const errors = [];
-  bob.on("error", (e) => errors.push(e));
+  bob.on("client.error", (e) => errors.push(e));
   bob.on("chat.line", () => {
     throw new Error("a buggy handler");
   });

@@ -10,7 +10,7 @@ import { client, until, GATEWAYS, URLS } from "./env.mjs";
 test("1001 advice honoured: reconnect after after_ms, resumed on the other gateway", async () => {
   const player = client("carol", { url: URLS, reconnect: { initialMs: 10, maxMs: 20 } });
   const statuses = [];
-  player.on("status", (s) => statuses.push({ ...s, at: performance.now() }));
+  player.on("client.status", (s) => statuses.push({ ...s, at: performance.now() }));
   const welcome = await player.connect();
   const draining = welcome.gateway_id;
   process.kill(GATEWAYS[draining].pid, "SIGTERM");

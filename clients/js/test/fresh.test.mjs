@@ -10,7 +10,7 @@ import { client, until, GATEWAYS, URLS } from "./env.mjs";
 test("a refused resume (-32003) starts a fresh session and subscribes again", async () => {
   const player = client("dan", { url: URLS });
   const statuses = [];
-  player.on("status", (s) => statuses.push(s.state));
+  player.on("client.status", (s) => statuses.push(s.state));
   const seen = [];
   player.on("chat.line", (params) => seen.push(params.data.n));
   const welcome = await player.connect();

@@ -54,7 +54,7 @@ test("the mirror follows snapshot and deltas, equal to the server, every check p
 
   // Corrupt the mirror: the next check differs, state.sync brings a snapshot.
   const desyncs = [];
-  jack.on("desync", (d) => desyncs.push(d));
+  jack.on("client.desync", (d) => desyncs.push(d));
   const checks = jack.stats().checks;
   jack.mirror.get("player.ivy").fields.x = 999;
   await until(() => jack.stats().desyncs === 1 && jack.mirror.get("player.ivy").fields.x === x, "desync detected and repaired");

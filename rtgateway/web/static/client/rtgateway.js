@@ -26,6 +26,12 @@ const TIMEOUT = -32006;
  * session taken over by another connection, kicked by an administrator.
  */
 const FINAL_CLOSE_CODES = new Set([1000, 4003, 4010]);
+/**
+ * Inputs kept while they wait for their ack. More only pile up on a
+ * connection that stopped acknowledging (seconds of inputs at game rate):
+ * the oldest are folded into the next or dropped.
+ */
+const MAX_UNACKED = 1024;
 
 /**
  * Methods that may be sent again after a lost connection: doing them twice
@@ -186,7 +192,7 @@ class Rate {
  * Where the client is on each reliable topic, and which events are new
  * (positions.py): events at or below the held position are replayed
  * duplicates and dropped, so handlers see each event once; an offset that
- * jumps, or a new epoch, is a gap the application hears about ("lost").
+ * jumps, or a new epoch, is a gap the application hears about ("client.lost").
  */
 class Positions {
   constructor() {
@@ -472,6 +478,8 @@ class Predictor {
     const fields = this.apply({ ...this.predicted }, command);
     this.predicted = fields;
     this.pending.push([seq, command, { ...fields }]);
+    // Each entry holds the whole predicted state, so a later ack needs no older one.
+    if (this.pending.length > MAX_UNACKED) this.pending.shift();
     return { ...fields };
   }
 
@@ -625,6 +633,8 @@ export class Client {
     this.fastHz = 60;
     this.syncPending = false;
     this.predictor = null;
+    /** [inputSeq, fields] of state.updates sent and not yet acknowledged, oldest first */
+    this.unacked = [];
     this.lastAck = null;
     this.view = { chainBreaks: 0, checkMismatches: 0, checks: 0, syncs: 0 };
     this.interpolator = new Interpolator(this.renderDelayS(), this.options.maxExtrapolationMs / 1000);
@@ -633,10 +643,13 @@ export class Client {
   // -- events ---------------------------------------------------------------------------
 
   /**
-   * Handle `event`: "status", "welcome", "error", "lost" (topic, reason),
-   * or any notification or topic event by its method name (the handler gets
-   * its params). Handlers are isolated: one that throws, or whose promise
-   * rejects, is reported on "error" and the others still run.
+   * Handle `event`: the client's own "client.status", "client.welcome",
+   * "client.error", "client.lost" (topic, reason) and "client.desync" (the
+   * gateway reserves the "client." prefix, so no event type can take their
+   * names), or any notification or topic event by its method name (the
+   * handler gets its params). Handlers are isolated: one that throws, or
+   * whose promise rejects, is reported on "client.error" and the others
+   * still run.
    */
   on(event, handler) {
     if (!this.handlers.has(event)) this.handlers.set(event, []);
@@ -666,18 +679,18 @@ export class Client {
 
   handlerFailed(event, error) {
     this.counters.handlerErrors++;
-    if (event === "error") console.error("rtgateway: an error handler failed", error);
+    if (event === "client.error") console.error("rtgateway: an error handler failed", error);
     else this.reportError(error, event);
   }
 
-  /** On "error" when anyone listens, else on the console: never silently lost. */
+  /** On "client.error" when anyone listens, else on the console: never silently lost. */
   reportError(error, event) {
-    if (this.handlers.get("error")?.length) this.emit("error", { error, event });
+    if (this.handlers.get("client.error")?.length) this.emit("client.error", { error, event });
     else console.error(`rtgateway: ${event}:`, error);
   }
 
   status(state, extra = {}) {
-    this.emit("status", { state, ...extra });
+    this.emit("client.status", { state, ...extra });
   }
 
   // -- the application's part -----------------------------------------------------------
@@ -690,6 +703,7 @@ export class Client {
   /** Connect; resolves with session.welcome's params once the session is open. */
   connect() {
     if (this.phase === "open") return Promise.resolve(this.welcome);
+    if (this.phase === "closed") return Promise.reject(new RpcError(UNAVAILABLE, "the client is closed", undefined, true));
     const waiting = new Promise((resolve, reject) => this.connectWaiters.push({ resolve, reject }));
     if (this.phase === "idle") this.open();
     return waiting;
@@ -698,8 +712,10 @@ export class Client {
   /**
    * Call `method`; resolves with the result, rejects with an RpcError.
    * While disconnected the call waits in the queue; the timeout counts from now.
+   * `onResult(result)` runs as the response is read, before any frame after
+   * it: a promise's callbacks may run only after several frames of one read.
    */
-  call(method, params = {}, { priority = NORMAL, timeoutMs = this.options.callTimeoutMs, idempotent } = {}) {
+  call(method, params = {}, { priority = NORMAL, timeoutMs = this.options.callTimeoutMs, idempotent, onResult } = {}) {
     return new Promise((resolve, reject) => {
       const item = {
         method,
@@ -707,6 +723,7 @@ export class Client {
         priority,
         notification: false,
         idempotent: idempotent ?? IDEMPOTENT.has(method),
+        onResult,
         resolve,
         reject,
         settled: false,
@@ -736,7 +753,7 @@ export class Client {
     if (held) params.since = { ...held };
     const result = await this.call("pubsub.subscribe", params);
     this.positions.subscribed(topic, result);
-    if (result?.recovered === false) this.emit("lost", topic, "not recovered");
+    if (result?.recovered === false) this.emit("client.lost", topic, "not recovered");
     return result;
   }
 
@@ -753,11 +770,10 @@ export class Client {
   }
 
   /** state.join; joined again with the latest fields on a fresh session. */
-  async join(zone, fields = undefined) {
+  join(zone, fields = undefined) {
     this.joinRequest = { zone, fields: { ...(fields ?? {}) } };
-    const result = await this.call("state.join", this.joinParams());
-    this.joined(result);
-    return result;
+    // Joined before the state.snapshot that follows the response is read.
+    return this.call("state.join", this.joinParams(), { onResult: (result) => this.joined(result) });
   }
 
   /**
@@ -788,6 +804,11 @@ export class Client {
 
   sendUpdate(fields, seq) {
     if (this.joinRequest) Object.assign(this.joinRequest.fields, fields);
+    this.unacked.push([seq, { ...fields }]);
+    if (this.unacked.length > MAX_UNACKED) {
+      const [[, older], [newerSeq, newer]] = this.unacked.splice(0, 2);
+      this.unacked.unshift([newerSeq, { ...older, ...newer }]);
+    }
     this.notify("state.update", { fields, input_seq: seq }, { priority: HIGH });
   }
 
@@ -851,7 +872,8 @@ export class Client {
     if (this.closing) return done;
     this.closing = true;
     if (this.phase === "open") {
-      this.internal("session.close", {}, 2000).finally(() => this.closeSocket(1000, "client closed"));
+      const closeSocket = () => this.closeSocket(1000, "client closed");
+      this.internal("session.close", {}, 2000).then(closeSocket, closeSocket);
     } else if (this.ws) {
       this.closeSocket(1000, "client closed");
     } else {
@@ -885,8 +907,9 @@ export class Client {
     return this.urls.reduce((a, b) => (this.downSince.get(a) <= this.downSince.get(b) ? a : b));
   }
 
+  /** Whether an endpoint of the list is up (a url function names one at a time: never). */
   anyUp() {
-    if (!this.urls) return true;
+    if (!this.urls) return false;
     const now = nowMs();
     return this.urls.some((u) => !(this.downSince.has(u) && now - this.downSince.get(u) < this.options.endpointDownMs));
   }
@@ -897,14 +920,18 @@ export class Client {
     const connection = ++this.connection;
     this.status("connecting", { attempt: this.attempt });
     let url;
-    let token;
+    let target;
     try {
       url = this.urls ? this.pickUrl() : await this.options.url();
-      token = typeof this.options.token === "function" ? await this.options.token() : this.options.token;
+      // A relative URL ("/ws") is the page's own origin.
+      target = new URL(url, globalThis.location?.href);
+      const token = typeof this.options.token === "function" ? await this.options.token() : this.options.token;
+      target.searchParams.set("access_token", token);
     } catch (error) {
       if (connection !== this.connection) return;
       this.reportError(error, "connect");
-      this.failedToOpen(`could not connect: ${error}`);
+      // Not the endpoint's fault: another one would fare no better.
+      this.failedToOpen(`could not connect: ${error}`, null);
       return;
     }
     if (connection !== this.connection || this.phase !== "connecting") return;
@@ -913,13 +940,11 @@ export class Client {
       return;
     }
     this.url = url;
-    const target = new URL(url);
-    target.searchParams.set("access_token", token);
     let ws;
     try {
       ws = new this.WebSocket(target.toString(), [`rtgw.v1.${this.codec.name}`]);
     } catch (error) {
-      this.failedToOpen(`could not connect: ${error}`);
+      this.failedToOpen(`could not connect: ${error}`, url);
       return;
     }
     ws.binaryType = "arraybuffer";
@@ -933,7 +958,7 @@ export class Client {
         } catch {
           // already closing
         }
-        this.failedToOpen("connect timeout");
+        this.failedToOpen("connect timeout", url);
       }
     });
     ws.onopen = () => {
@@ -951,7 +976,7 @@ export class Client {
       if (this.ws !== ws) return;
       this.cancel(deadline);
       this.detach(ws);
-      if (!opened) this.failedToOpen(event.reason || `closed ${event.code} before opening`);
+      if (!opened) this.failedToOpen(event.reason || `closed ${event.code} before opening`, url);
       else this.lost(event.code, event.reason);
     };
   }
@@ -977,19 +1002,21 @@ export class Client {
   }
 
   /**
-   * No WebSocket opened (refused, unreachable, or the token provider
-   * failed). Browsers do not tell an HTTP 401 from a refused TCP connection,
-   * so every failure marks the URL down and tries another at once if one is
-   * up, else waits the backoff; the token is asked for afresh either way.
+   * No WebSocket opened from `url` (refused, unreachable), or none tried
+   * (`url` null: the URL or the token provider failed). Browsers do not
+   * tell an HTTP 401 from a refused TCP connection, so every failure of an
+   * endpoint of the list marks it down and tries another at once if one is
+   * up; anything else waits the backoff. The token is asked for afresh
+   * either way.
    */
-  failedToOpen(reason) {
+  failedToOpen(reason, url) {
     this.counters.lastCloseReason = reason;
     if (this.closing) {
       this.final(1000, "closed by the client");
       return;
     }
-    if (this.url) this.downSince.set(this.url, nowMs());
-    this.retry(this.anyUp() ? 0 : null, { reason });
+    if (url) this.downSince.set(url, nowMs());
+    this.retry(url && this.anyUp() ? 0 : null, { reason });
   }
 
   /** The WebSocket ended after it had opened. */
@@ -1072,7 +1099,7 @@ export class Client {
 
   welcomed(params) {
     this.welcome = params;
-    this.emit("welcome", params);
+    this.emit("client.welcome", params);
     if (this.phase !== "handshake") return;
     if (this.resumeToken === null) {
       this.freshSession();
@@ -1080,23 +1107,24 @@ export class Client {
     }
     this.phase = "resuming";
     this.counters.resumeAttempts++;
-    this.internal("session.resume", { resume_token: this.resumeToken, positions: this.positions.resumePositions() }).then(
-      (result) => this.resumed(result),
-      (error) => {
-        if (error.local) return; // the connection went: the next attempt resumes again
-        this.freshSession();
-      },
-    );
+    const resume = { resume_token: this.resumeToken, positions: this.positions.resumePositions() };
+    // Resumed before the state.snapshot that follows the response is read.
+    this.internal("session.resume", resume, undefined, (result) => this.resumed(result)).catch((error) => {
+      // The connection went: the next attempt resumes again. Refused or
+      // unanswered in time: a fresh session on this connection.
+      if (error.local && error.code !== TIMEOUT) return;
+      this.freshSession();
+    });
   }
 
   resumed(result) {
     this.counters.resumes++;
     this.sessionId = result.session_id;
-    for (const topic of this.positions.keepOnly(result.subscriptions ?? [])) this.emit("lost", topic, "not restored by the resume");
+    for (const topic of this.positions.keepOnly(result.subscriptions ?? [])) this.emit("client.lost", topic, "not restored by the resume");
     for (const [topic, recovered] of Object.entries(result.recovered ?? {})) {
       if (recovered === false) {
         this.positions.unanchor(topic);
-        this.emit("lost", topic, "not recovered");
+        this.emit("client.lost", topic, "not recovered");
       }
     }
     // The gateway follows a resume in a zone with a state.snapshot.
@@ -1115,20 +1143,17 @@ export class Client {
       this.internal("pubsub.subscribe", params).then(
         (result) => {
           this.positions.subscribed(topic, result);
-          if (result?.recovered === false) this.emit("lost", topic, "not recovered");
+          if (result?.recovered === false) this.emit("client.lost", topic, "not recovered");
         },
         (error) => {
-          if (!error.local) this.emit("lost", topic, `subscribe: ${error.message}`);
+          if (!error.local) this.emit("client.lost", topic, `subscribe: ${error.message}`);
         },
       );
     }
     if (this.presence) this.internal("presence.set", this.presence).catch(() => {});
     // Only a join the old session had accepted: one still queued goes by itself.
     if (this.joinRequest && this.zone !== null) {
-      this.internal("state.join", this.joinParams()).then(
-        (result) => this.joined(result),
-        () => {},
-      );
+      this.internal("state.join", this.joinParams(), undefined, (result) => this.joined(result)).catch(() => {});
     }
     this.sessionOpen("connected");
   }
@@ -1231,7 +1256,7 @@ export class Client {
     else if ("topic" in params) {
       const verdict = this.positions.accept(params);
       if (verdict === "duplicate") return;
-      if (verdict === "gap") this.emit("lost", params.topic, "gap");
+      if (verdict === "gap") this.emit("client.lost", params.topic, "gap");
     }
     this.emit(method, params);
   }
@@ -1288,6 +1313,7 @@ export class Client {
       this.sample(changed, params.tick, now);
       if (params.ack) {
         this.lastAck = params.ack;
+        this.acknowledged(params.ack);
         if (this.predictor && typeof params.ack.input_seq === "number") {
           this.predictor.ack(params.ack.input_seq, params.ack.corrected);
         }
@@ -1303,7 +1329,7 @@ export class Client {
         (hash) => {
           if (hash === params.hash || connection !== this.connection || this.syncPending) return;
           this.view.checkMismatches++;
-          this.emit("desync", { tick: params.tick, expected: params.hash, actual: hash });
+          this.emit("client.desync", { tick: params.tick, expected: params.hash, actual: hash });
           this.askSync();
         },
         (error) => this.reportError(error, "state.check"),
@@ -1311,10 +1337,25 @@ export class Client {
     }
   }
 
+  /**
+   * The own entity as the gateway has it after an ack: the fields of every
+   * update up to its input_seq, then its corrections (deltas never carry
+   * the own entity; only snapshots do).
+   */
+  acknowledged(ack) {
+    const applied = {};
+    while (this.unacked.length && this.unacked[0][0] <= ack.input_seq) Object.assign(applied, this.unacked.shift()[1]);
+    const own = this.entity ? this.mirror.get(this.entity) : null;
+    if (!own) return;
+    const v = typeof ack.v === "number" ? ack.v : own.v;
+    this.mirror.set(this.entity, { v, fields: { ...own.fields, ...applied, ...(ack.corrected ?? {}) } });
+  }
+
   askSync() {
     this.syncPending = true;
     this.view.syncs++;
-    if (this.phase === "open") this.internal("state.sync", {}).catch(() => {});
+    // Refused or unanswered: the next chain break or check asks again.
+    if (this.phase === "open") this.internal("state.sync", {}).catch(() => (this.syncPending = false));
   }
 
   sample(entities, tick, now) {
@@ -1344,9 +1385,9 @@ export class Client {
   }
 
   /** A call of the client's own, sent now on the current connection. */
-  internal(method, params, timeoutMs = this.options.callTimeoutMs) {
+  internal(method, params, timeoutMs = this.options.callTimeoutMs, onResult = undefined) {
     return new Promise((resolve, reject) => {
-      const item = { method, params, priority: HIGH, notification: false, idempotent: false, internal: true, resolve, reject };
+      const item = { method, params, priority: HIGH, notification: false, idempotent: false, internal: true, onResult, resolve, reject };
       item.timer = this.later(timeoutMs, () => {
         if (item.settled) return;
         if (item.id !== undefined) this.inflight.delete(item.id);
@@ -1379,8 +1420,18 @@ export class Client {
     if (item.settled) return;
     item.settled = true;
     this.cancel(item.timer);
-    if (error) item.reject(error);
-    else item.resolve(result);
+    if (error) {
+      item.reject(error);
+      return;
+    }
+    if (item.onResult) {
+      try {
+        item.onResult(result);
+      } catch (failure) {
+        this.reportError(failure, item.method);
+      }
+    }
+    item.resolve(result);
   }
 }
 

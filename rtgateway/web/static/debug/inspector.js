@@ -130,7 +130,7 @@ async function connect() {
   });
   client = own;
   let opened = false;
-  own.on("status", (event) => {
+  own.on("client.status", (event) => {
     if (own !== client) return;
     if (event.state === "connected" || event.state === "resumed") {
       setStatus("open", `connected to ${own.welcome?.gateway_id ?? "?"} as ${own.welcome?.player_id ?? "?"}`);
@@ -145,10 +145,10 @@ async function connect() {
       setStatus("closed", `closed: ${event.reason ?? event.code}`);
     }
   });
-  own.on("welcome", (params) => setServerTime(params.server_time_ms));
+  own.on("client.welcome", (params) => setServerTime(params.server_time_ms));
   own.on("admin.frame", (params) => views?.events.frame(params));
   own.on("admin.trace_ended", (params) => views?.events.ended(params));
-  own.on("error", ({ error, event }) => console.warn(`inspector: ${event}:`, error));
+  own.on("client.error", ({ error, event }) => console.warn(`inspector: ${event}:`, error));
 
   try {
     await own.connect();

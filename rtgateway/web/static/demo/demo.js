@@ -332,7 +332,7 @@ function startChat(client, topic) {
     const from = event.from ?? "?";
     chatLine(`${from}: ${event.data?.text ?? ""}`, { seq: String(event.offset ?? ""), from });
   });
-  client.on("lost", (lostTopic, reason) => {
+  client.on("client.lost", (lostTopic, reason) => {
     if (lostTopic === topic) chatLine(`(messages may be missing: ${reason})`, { system: "lost" });
   });
   $("chat-form").addEventListener("submit", (event) => {
@@ -361,8 +361,8 @@ async function start() {
   if (playerId) $("player").textContent = playerId;
   const client = new Client({ url: gatewayUrl(config), token: fetchToken });
   window.rtgwDemo = { client, playerId, debug, ready: false };
-  client.on("status", statusChanged);
-  client.on("error", ({ error, event }) => console.warn(`rtgateway ${event}:`, error.message ?? error));
+  client.on("client.status", statusChanged);
+  client.on("client.error", ({ error, event }) => console.warn(`rtgateway ${event}:`, error.message ?? error));
   const toggle = overlayToggle();
   $("overlay-toggle").addEventListener("click", toggle);
   listenToKeys(toggle);
