@@ -98,6 +98,16 @@ def test_check_hash_is_verified_and_a_mismatch_syncs():
     assert (stats["checks"], stats["check_mismatches"], stats["desyncs"]) == (2, 1, 1)
 
 
+def test_a_refused_state_sync_is_asked_again_at_the_next_mismatch():
+    """No snapshot comes after a refused state.sync: the next check syncs again."""
+    harness = joined_harness()
+    harness.feed(push("state.check", zone="arena", tick=10, hash="0" * 16))
+    harness.fail("state.sync", -32002, "rate limited")
+    harness.feed(push("state.check", zone="arena", tick=10, hash="0" * 16))
+    assert len(harness.requests("state.sync")) == 2
+    assert harness.core.stats()["check_mismatches"] == 2
+
+
 def test_ack_in_a_delta_reconciles_the_prediction():
     """Deltas' acks reach the predictor: corrected values win, pending replays."""
     harness = joined_harness()

@@ -631,10 +631,15 @@ class ClientCore:
         elif method in STATE_PUSHES:
             self.stats_counters.state_messages.add(now)
             if self.view.apply(method, params, now) and self.phase == "open":
-                self._internal("state.sync", {})
+                self._internal("state.sync", {}).add_done_callback(self._synced)
         elif "topic" in params and not self._deliverable(method, params):
             return
         self.dispatcher.emit(method, Event(method, params))
+
+    def _synced(self, call: Call) -> None:
+        """A state.sync refused or unanswered: the next break or check asks again."""
+        if call.error is not None:
+            self.view.sync_pending = False
 
     def _deliverable(self, method: str, params: dict[str, Any]) -> bool:
         """A topic event: new (not a replayed duplicate) and, if checked, valid."""
