@@ -64,6 +64,10 @@ def test_connections_of_every_gateway_in_one_paged_list(cluster):
         ("gw-b", "b2"),
         ("gw-c", "c1"),
     ]
+    # The gateway column is filtered on too.
+    rows = a.call(admin, "admin.connections", {"filter": "GW-B"})["result"]
+    assert rows["count"] == 2
+    assert [r["player_id"] for r in rows["connections"]] == ["b1", "b2"]
 
 
 def test_a_gateway_that_does_not_answer_is_missing_after_the_timeout(cluster):
@@ -255,6 +259,21 @@ def test_the_admin_leaving_ends_its_trace_on_the_other_gateway(cluster):
     assert traced_connection(b, session_id).tap is not None
     a.drop(admin)
     assert traced_connection(b, session_id).tap is None
+
+
+def test_a_refresh_without_the_admin_role_ends_its_trace_on_the_other_gateway(
+    cluster,
+):
+    """The admin is told (not_admin) and the owner stops showing frames."""
+    a, b, player, admin, session_id = trace_across(cluster)
+    a.call(admin, "session.refresh", {"token": a.token("root", ttl_s=7200)})
+    (ended,) = admin.notifications("admin.trace_ended")
+    assert ended["params"]["reason"] == "not_admin"
+    assert ended["params"]["session_id"] == session_id
+    assert traced_connection(b, session_id).tap is None
+    shown = len(frames(admin))
+    b.call(player, "sys.ping", {})
+    assert len(frames(admin)) == shown
 
 
 def unhear(hub, gateway):

@@ -75,3 +75,16 @@ def test_cbor_frames_are_shown_as_json():
         "method": "m",
         "params": {"n": 1, "resume_token": "[redacted]"},
     }
+
+
+def test_describe_bounds_and_redacts_the_method():
+    """A method is no way past the bound or the redaction: cut, JWTs hidden."""
+    huge = orjson.dumps({"jsonrpc": "2.0", "method": "m" * 60_000, "id": 1})
+    record = describe(JSON, "in", huge, 0, 4096)
+    assert record is not None and record["method"] == "m" * 128
+    assert len(orjson.dumps(record)) < 4096 + 512
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0." + "c" * 200
+    leaky = orjson.dumps({"jsonrpc": "2.0", "method": jwt, "id": 2})
+    record = describe(JSON, "in", leaky, 0, 4096)
+    assert record is not None and record["method"] == "[redacted]"
+    assert jwt not in orjson.dumps(record).decode()

@@ -236,6 +236,34 @@ def test_trace_ends_when_the_admin_disconnects(gateway):
     assert "error" not in gateway.call(other, "admin.trace", {"session_id": session_id})
 
 
+def test_a_refresh_without_the_admin_role_ends_the_admins_traces(gateway):
+    """The role is not only checked when a trace starts: losing it ends them."""
+    alice = gateway.open("alice")
+    session_id = welcome(alice)["session_id"]
+    admin = open_admin(gateway)
+    gateway.call(admin, "admin.trace", {"session_id": session_id})
+    gateway.call(alice, "sys.ping", {})
+    still = gateway.token("root", roles=["admin"], ttl_s=7200)
+    assert "result" in gateway.call(admin, "session.refresh", {"token": still})
+    assert admin.notifications("admin.trace_ended") == []
+    plain = gateway.token("root", ttl_s=7200)
+    assert "result" in gateway.call(admin, "session.refresh", {"token": plain})
+    (ended,) = admin.notifications("admin.trace_ended")
+    assert ended["params"] == {
+        "session_id": session_id,
+        "shown": 2,
+        "dropped": 0,
+        "reason": "not_admin",
+    }
+    shown = len(frames(admin))
+    gateway.call(alice, "sys.ping", {})
+    assert len(frames(admin)) == shown
+    server = next(
+        c for c in gateway.gateway.factory.connections if c.session_id == session_id
+    )
+    assert server.tap is None
+
+
 def test_concurrent_traces_are_bounded(gateway):
     """Past trace_max_sessions traces a new one is refused -32005."""
     sessions = [welcome(gateway.open(name))["session_id"] for name in "abc"]

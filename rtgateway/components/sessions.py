@@ -220,7 +220,9 @@ class SessionsComponent(Service):
         ``session_recorded(record, analytics)`` (the analytics record of
         every session that ended, replaced ones included) and
         ``session_resumed(local, record)`` (a coroutine, awaited before the
-        resume is answered) is called when the listener has it.
+        resume is answered) and ``principal_changed(local)`` (a
+        ``session.refresh`` swapped the token, whose roles may differ) is
+        called when the listener has it.
         """
         self._listeners.append(listener)
 
@@ -531,6 +533,7 @@ class SessionsComponent(Service):
         if principal.player_id != caller.principal.player_id:
             raise Forbidden("the new token is for another player")
         caller.principal = principal
+        self._notify("principal_changed", local)
         _cancel(local.timers)
         self._schedule_token_expiry(local)
         return {"expires_at_ms": int(principal.expires_at * 1000)}

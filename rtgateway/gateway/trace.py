@@ -35,6 +35,10 @@ SECRET_MEMBERS = frozenset({"token", "access_token", "resume_token"})
 REDACTED = "[redacted]"
 #: Three base64url segments, the first a JSON header (``{"`` is ``eyJ``).
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+#: The most of a frame's method a trace shows: no real method is longer, so
+#: only a client's garbage is cut, which could otherwise carry a frame's
+#: worth of bytes past ``trace_max_frame_bytes``.
+MAX_METHOD_CHARS = 128
 #: What the gateway pushes to a tracing admin: never traced, or two admins
 #: tracing each other would feed each other's traces for ever.
 UNTRACED_METHODS = frozenset({"admin.frame", "admin.trace_ended"})
@@ -122,7 +126,7 @@ def describe(
     method = _method(document)
     if direction == "out" and method in UNTRACED_METHODS:
         return None
-    record["method"] = method
+    record["method"] = None if method is None else redact(method)[:MAX_METHOD_CHARS]
     shown = redact(document)
     # Both codecs decode only the JSON data model: orjson writes all of it.
     text = orjson.dumps(shown)

@@ -47,6 +47,8 @@ from rtgateway.state.schema import ZoneSchema
 from rtgateway.wire.errors import InvalidParams, NotFound
 
 ADMIN = ["admin"]
+#: admin.trace_ended's reason when a session.refresh took the admin role away.
+NOT_ADMIN = "not_admin"
 
 
 class AdminComponent(Service):
@@ -205,6 +207,13 @@ class AdminComponent(Service):
         self._remote.admin_gone(local.connection)
         self._stats.connection_closed(local.connection)
 
+    def principal_changed(self, local: Any) -> None:
+        """A token refreshed without the admin role ends the traces it ran."""
+        connection = local.connection
+        if not connection.principal.has_role("admin"):
+            self._traces.admin_gone(connection, NOT_ADMIN)
+            self._remote.admin_gone(connection, NOT_ADMIN)
+
     async def session_resumed(self, local: Any, record: Any) -> None:
         self._stats.resumes += 1
 
@@ -234,6 +243,8 @@ class AdminComponent(Service):
         result = await self._remote.start(caller, record.gateway_id, session_id)
         if self._sessions.by_connection_id(caller.connection_id) is None:
             self._remote.admin_gone(caller)  # it left while its trace started
+        elif not caller.principal.has_role("admin"):
+            self._remote.admin_gone(caller, NOT_ADMIN)  # and lost its role
         return result
 
     def untrace(self, caller: Any, params: dict[str, Any]) -> dict[str, Any]:

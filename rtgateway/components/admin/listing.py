@@ -56,7 +56,7 @@ def local_page(
     found = []
     for local in sessions:
         zone = zone_of(local.session_id)
-        if needle and not _matches(local, zone, needle):
+        if needle and not _matches(gateway_id, local, zone, needle):
             continue
         found.append((row_key(gateway_id, local.connection.connection_id), local, zone))
     found.sort(key=lambda entry: entry[0])
@@ -91,9 +91,10 @@ def merge_pages(pages: Iterable[dict[str, Any]], limit: int) -> dict[str, Any]:
     }
 
 
-def _matches(local: Any, zone: str | None, needle: str) -> bool:
+def _matches(gateway_id: str, local: Any, zone: str | None, needle: str) -> bool:
     connection = local.connection
     fields = [
+        gateway_id,
         local.player_id,
         local.session_id,
         connection.connection_id,

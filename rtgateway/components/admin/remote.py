@@ -129,10 +129,17 @@ class RemoteTraces:
             self._untrace(following)
         return following
 
-    def admin_gone(self, admin: Any) -> None:
-        """``admin``'s connection went: its traces elsewhere end."""
+    def admin_gone(self, admin: Any, reason: str | None = None) -> None:
+        """``admin`` went (or lost its role): its traces elsewhere end.
+
+        With a ``reason`` the admin, still connected, is told of each.
+        """
         for following in list(self._following.pop(admin.connection_id, {}).values()):
             self._untrace(following)
+            if reason is not None:
+                admin.send_notification(
+                    "admin.trace_ended", {**following.counts(), "reason": reason}
+                )
 
     def traces(self, admin: Any) -> bool:
         """Whether ``admin`` follows a session of another gateway now."""

@@ -87,10 +87,18 @@ class Traces:
                 return trace
         return None
 
+    def admin_gone(self, admin: Any, reason: str | None = None) -> None:
+        """End the traces ``admin`` runs; with a ``reason``, tell it of each."""
+        for trace in list(self._by_admin.get(admin.connection_id, {}).values()):
+            self._forget(trace)
+            if reason is not None:
+                admin.send_notification(
+                    "admin.trace_ended", {**trace.counts(), "reason": reason}
+                )
+
     def connection_gone(self, connection: Any) -> None:
         """End the traces ``connection`` ran and those of it, telling admins."""
-        for trace in list(self._by_admin.get(connection.connection_id, {}).values()):
-            self._forget(trace)
+        self.admin_gone(connection)
         for trace in list(self._by_traced.get(connection.connection_id, {}).values()):
             self._forget(trace)
             trace.admin.send_notification(
