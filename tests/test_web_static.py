@@ -141,7 +141,13 @@ def test_files_refuse_other_methods(gateway, method):
     ],
 )
 def test_only_the_files_of_a_directory_are_reachable(gateway, path):
-    assert request(gateway, "GET", path).status == 404
+    response = request(gateway, "GET", path)
+    assert response.status == 404
+    # A 404's URL may hold a token too: the page headers, and never cached.
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "script-src 'self'" in response.headers["content-security-policy"]
 
 
 def test_config_json_tells_pages_where_the_websocket_is(make_memory_gateway):

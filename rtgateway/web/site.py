@@ -12,9 +12,10 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
-from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+
+from rtgateway.web.static import NotFoundPage
 
 
 class GatewayChannel(HTTPChannel):
@@ -134,15 +135,11 @@ def build_site(
     return GatewaySite(root, timeout=timeout, reactor=clock)
 
 
-def _not_found() -> Any:
-    return notFound("Not found", "No such resource.")
-
-
 class _Endpoints(Resource):
     """The named endpoints; any other path is a plain 404."""
 
     def getChild(self, path: bytes, request: Any) -> Any:
-        return _not_found()
+        return NotFoundPage()
 
 
 class _RootWebSocket(Resource):
@@ -156,7 +153,7 @@ class _RootWebSocket(Resource):
     def getChild(self, path: bytes, request: Any) -> Any:
         if path == b"":
             return self._ws
-        return self._named.children.get(path) or _not_found()
+        return self._named.children.get(path) or NotFoundPage()
 
     def render(self, request: Any) -> Any:
         return self._ws.render(request)

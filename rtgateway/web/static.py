@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
-from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
 #: The types of the files a page directory may hold; others are not served.
@@ -138,6 +137,16 @@ class PageResource(Resource):
         return plain_page(request, 405, "Method not allowed", "See the Allow header.")
 
 
+class NotFoundPage(Resource):
+    """What a path naming nothing gets, whatever the method: a plain 404
+    with the page headers and ``no-store``, since its URL may hold a token."""
+
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        return plain_page(request, 404, "Not found", "Nothing is served here.")
+
+
 class FileResource(PageResource):
     """Serves one :class:`StaticFile` to GET and HEAD."""
 
@@ -199,7 +208,7 @@ class StaticDirectory(Resource):
         return FileResource(static)
 
     def getChild(self, path: bytes, request: Any) -> Any:
-        return notFound("Not found", "No such file.")
+        return NotFoundPage()
 
     def render_GET(self, request: Any) -> bytes:
         # Relative to the directory's own name, so it can never point away.

@@ -279,3 +279,20 @@ def test_lists_the_players_of_every_gateway_of_a_cluster(
     bob.call("sys.ping")
     pings = page.locator('#frames tr.frame[data-method="sys.ping"]')
     expect(pings).to_have_count(1, timeout=WAIT_MS)
+
+    # Another row picked while the far trace is still starting (both clicks
+    # in one task): that trace is ended once it has started, not left
+    # running unseen on the other gateway.
+    expect(row(page, bob)).to_have_attribute("data-traced", "true", timeout=WAIT_MS)
+    page.locator("#untrace").click()
+    expect(row(page, bob)).to_have_attribute("data-traced", "false", timeout=WAIT_MS)
+    page.evaluate(
+        """([far, near]) => {
+            document.querySelector(`tr[data-player="${far}"] button.trace`).click();
+            document.querySelector(`tr[data-player="${near}"] button.trace`).click();
+        }""",
+        [bob.name, alice.name],
+    )
+    expect(page.locator("#trace-status")).to_contain_text("alice", timeout=WAIT_MS)
+    expect(row(page, alice)).to_have_attribute("data-traced", "true", timeout=WAIT_MS)
+    expect(row(page, bob)).to_have_attribute("data-traced", "false", timeout=WAIT_MS)

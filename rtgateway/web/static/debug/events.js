@@ -70,7 +70,12 @@ export class EventsView {
     this.setStatus("starting", `tracing ${this.who()}…`);
     try {
       const result = await this.rpc("admin.trace", { session_id: sessionId });
-      if (this.target?.sessionId !== sessionId) return;
+      if (this.target?.sessionId !== sessionId) {
+        // Another row was picked while this trace started: end it, or it
+        // would hold one of the gateway's traces and send frames for nothing.
+        this.rpc("admin.untrace", { session_id: sessionId }).catch(() => {});
+        return;
+      }
       this.limits = result;
       this.setStatus("tracing", this.tracingText());
       this.untraceButton.disabled = false;
