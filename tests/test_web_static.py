@@ -120,10 +120,12 @@ def test_head_has_the_headers_and_no_body(gateway):
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
-def test_files_refuse_other_methods(gateway, method):
-    response = request(gateway, method, "/client/rtgateway.js", body=b"x")
+@pytest.mark.parametrize("path", ["/client/rtgateway.js", "/debug"])
+def test_files_and_directories_refuse_other_methods(gateway, method, path):
+    response = request(gateway, method, path, body=b"x")
     assert response.status == 405
     assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD"}
+    assert response.headers["x-content-type-options"] == "nosniff"
 
 
 @pytest.mark.parametrize(

@@ -117,15 +117,13 @@ def load_directory(name: str) -> dict[bytes, StaticFile]:
     return loaded
 
 
-class PageResource(Resource):
-    """A leaf that answers the methods it renders, and 405 to every other.
+class MethodsOr405(Resource):
+    """A resource that answers the methods it renders, and 405 to every other.
 
     twisted.web would answer an unknown method 501 and a known one it does
     not render 405 with an HTML page of its own; here both are a 405 that
     names the methods allowed, with the page headers.
     """
-
-    isLeaf = True
 
     def render(self, request: Any) -> Any:
         allowed = {name[7:] for name in dir(self) if name.startswith("render_")}
@@ -135,6 +133,12 @@ class PageResource(Resource):
             return super().render(request)
         request.setHeader(b"allow", ", ".join(sorted(allowed)).encode())
         return plain_page(request, 405, "Method not allowed", "See the Allow header.")
+
+
+class PageResource(MethodsOr405):
+    """A leaf of a page directory (see :class:`MethodsOr405`)."""
+
+    isLeaf = True
 
 
 class NotFoundPage(Resource):
@@ -181,7 +185,7 @@ def _matches(if_none_match: bytes | None, etag: bytes) -> bool:
     return etag in tags or b"*" in tags
 
 
-class StaticDirectory(Resource):
+class StaticDirectory(MethodsOr405):
     """A page directory: ``/<name>/`` is its ``index.html``, ``/<name>/<file>``
     its files, anything else a 404; ``/<name>`` redirects to ``/<name>/`` so
     that the page's relative imports resolve under it.
