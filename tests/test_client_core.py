@@ -489,6 +489,31 @@ def test_an_unanswered_ping_drops_a_silent_connection():
     assert harness.states[-1].state == "reconnecting"
 
 
+def test_a_zone_left_is_not_joined_again_on_a_fresh_session():
+    """leave() forgets the zone at once: late pushes and fresh sessions alike."""
+    harness = opened()
+    harness.core.join("arena", {"x": 1})
+    harness.reply("state.join", {"zone": "arena", "tick": 1, "entity": "player.a"})
+    harness.core.leave()
+    assert harness.last("state.leave")["params"] == {}
+    assert harness.core.view.mirror.entities == {}
+    # A delta sent before the leave took effect breaks no chain: no sync.
+    harness.feed(
+        {
+            "jsonrpc": "2.0",
+            "method": "state.delta",
+            "params": {"zone": "arena", "tick": 3, "base_tick": 2, "changed": {}},
+        }
+    )
+    assert harness.requests("state.sync") == []
+    harness.drop()
+    harness.advance(60)
+    harness.open(session="s2", token="r2")
+    harness.fail("session.resume", -32003, "no session for this resume token")
+    assert harness.states[-1].state == "open"
+    assert len(harness.requests("state.join")) == 1
+
+
 def test_calls_queued_before_the_first_session_are_sent_once():
     """A join and a presence made before the first welcome go out once each."""
     harness = CoreHarness().start()

@@ -228,6 +228,16 @@ class ClientCore:
         call.add_done_callback(self._joined)
         return call
 
+    def leave(self, now: float | None = None) -> Call:
+        """``state.leave``; from now on the zone is not joined again.
+
+        Forgotten at once, not on the answer: a leave lost with its
+        connection must not be undone by the next fresh session's rejoin.
+        """
+        self._join = None
+        self.view.left()
+        return self.call("state.leave", {}, now)
+
     def update(
         self,
         fields: dict[str, Any],
@@ -630,7 +640,13 @@ class ClientCore:
             self._actions.append(RefreshToken())
         elif method in STATE_PUSHES:
             self.stats_counters.state_messages.add(now)
-            if self.view.apply(method, params, now) and self.phase == "open":
+            # After a leave, pushes still on their way are of no zone of ours.
+            joining = self._join is not None
+            if (
+                joining
+                and self.view.apply(method, params, now)
+                and self.phase == "open"
+            ):
                 self._internal("state.sync", {}).add_done_callback(self._synced)
         elif "topic" in params and not self._deliverable(method, params):
             return

@@ -217,6 +217,10 @@ class ClientBase(ABC):
     def join(self, zone: str, fields: dict[str, Any] | None = None) -> Any:
         return self._after(self.core.join(zone, fields, self._now()))
 
+    def leave(self) -> Any:
+        """``state.leave``; the zone is no longer joined again on reconnects."""
+        return self._after(self.core.leave(self._now()))
+
     def update(self, fields: dict[str, Any], input_seq: int | None = None) -> None:
         """A ``state.update`` input (coalesced while disconnected)."""
         self.core.update(fields, self._now(), input_seq)

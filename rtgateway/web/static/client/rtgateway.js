@@ -777,6 +777,21 @@ export class Client {
   }
 
   /**
+   * state.leave; the zone is forgotten at once (not on the answer), so a
+   * leave lost with its connection is not undone by a fresh session's rejoin.
+   */
+  leave() {
+    this.joinRequest = null;
+    this.zone = null;
+    this.entity = null;
+    this.tick = null;
+    this.mirror = new Map();
+    this.unacked = [];
+    this.interpolator.reset();
+    return this.call("state.leave", {});
+  }
+
+  /**
    * Turn on prediction of the own entity with the game's movement rule
    * `apply(fields, command) -> newFields` (deterministic, not in place).
    */
@@ -1252,7 +1267,10 @@ export class Client {
       return;
     }
     if (method === "session.expiring") this.refreshToken();
-    else if (STATE_PUSHES.has(method)) this.statePush(method, params, now);
+    else if (STATE_PUSHES.has(method)) {
+      // After a leave, pushes still on their way are of no zone of ours.
+      if (this.joinRequest) this.statePush(method, params, now);
+    }
     else if ("topic" in params) {
       const verdict = this.positions.accept(params);
       if (verdict === "duplicate") return;
