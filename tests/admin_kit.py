@@ -20,3 +20,10 @@ def frames(admin, session_id=None):
         for m in admin.notifications("admin.frame")
         if session_id is None or m["params"]["session_id"] == session_id
     ]
+
+
+def traced_connection(gateway, session_id):
+    """The gateway's server-side connection of a session (its ``tap`` tells tracing)."""
+    return next(
+        c for c in gateway.gateway.factory.connections if c.session_id == session_id
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from admin_kit import frames, open_admin, welcome
+from admin_kit import frames, open_admin, traced_connection, welcome
 from twisted.internet.task import Clock
 
 from rtgateway.backends.memory import MemoryHub
@@ -181,12 +181,6 @@ def test_zone_holds_the_entities_of_every_gateway(cluster):
 
 def session_of(client):
     return welcome(client)["session_id"]
-
-
-def traced_connection(gateway, session_id):
-    return next(
-        c for c in gateway.gateway.factory.connections if c.session_id == session_id
-    )
 
 
 def trace_across(cluster):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from admin_kit import frames, open_admin, welcome
+from admin_kit import frames, open_admin, traced_connection, welcome
 
 from rtgateway.testing import MemoryGateway, make_config
 
@@ -226,9 +226,7 @@ def test_trace_ends_when_the_admin_disconnects(gateway):
     session_id = welcome(alice)["session_id"]
     admin = open_admin(gateway)
     gateway.call(admin, "admin.trace", {"session_id": session_id})
-    server = next(
-        c for c in gateway.gateway.factory.connections if c.session_id == session_id
-    )
+    server = traced_connection(gateway, session_id)
     assert server.tap is not None
     gateway.drop(admin)
     assert server.tap is None
@@ -258,9 +256,7 @@ def test_a_refresh_without_the_admin_role_ends_the_admins_traces(gateway):
     shown = len(frames(admin))
     gateway.call(alice, "sys.ping", {})
     assert len(frames(admin)) == shown
-    server = next(
-        c for c in gateway.gateway.factory.connections if c.session_id == session_id
-    )
+    server = traced_connection(gateway, session_id)
     assert server.tap is None
 
 
