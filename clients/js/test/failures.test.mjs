@@ -134,7 +134,7 @@ test("without prediction the own entity is drawn as last acknowledged; one stand
   await player.join("arena", { x: 1, y: 1, name: "dan" });
   await until(() => player.mirror.has(player.entity), "the own entity in the snapshot");
   // erin never moves: only the snapshot after the join response tells of her.
-  await sleep(100);
+  await until(() => player.rendered().has("player.erin"), "erin drawn");
   assert.deepEqual(player.rendered().get("player.erin"), { x: 5, y: 5, hp: 100, name: "erin" });
   player.update({ name: "dan the second", hp: 90 });
   await until(() => player.unacked.length === 0, "the update acknowledged");
